@@ -1,0 +1,92 @@
+"""Root of the ``mltool`` command line: registers one module per command, nothing else.
+
+The error boundary lives in :class:`_RootGroup` so that it applies both to the installed
+console script and to Typer's ``CliRunner`` in tests:
+
+* a :class:`~mltool.errors.MltoolError` prints one line (problem + fix) and exits 1;
+* usage errors are Typer's and exit 2;
+* ``MLTOOL_DEBUG=1`` lets the traceback through instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from mltool import __version__
+from mltool.errors import MltoolError
+
+EXIT_INTERRUPTED = 130
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("MLTOOL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class _RootGroup(TyperGroup):
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MltoolError as exc:
+            if debug_enabled():
+                raise
+            from mltool.cli._output import print_error
+
+            print_error(exc.one_line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            from mltool.cli._output import print_error
+
+            print_error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+app = typer.Typer(
+    name="mltool",
+    cls=_RootGroup,
+    help="Train a Keras model, convert it to TFLite, deploy it to a Raspberry Pi and run it there.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in tracebacks could include SSH passwords or keys: never show them.
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mltool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Show the version and exit.",
+        callback=_version_callback, is_eager=True,
+    ),
+) -> None:
+    """Train a Keras model, convert it to TFLite, deploy it to a Raspberry Pi and run it there."""
+
+
+def _register() -> None:
+    from mltool.cli import datasets, evaluate, train
+
+    app.command("train", help=train.__doc__)(train.train)
+    app.command("evaluate", help=evaluate.__doc__)(evaluate.evaluate)
+    app.add_typer(datasets.app, name="datasets")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    if argv is not None:
+        sys.argv[1:] = argv
+    app(prog_name="mltool")

@@ -1,0 +1,125 @@
+"""Train a classifier on a task's dataset and write a run directory.
+
+TASK is one of: mnist, fashion-mnist, digits, fire, ecg, images (images needs a DIR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mltool.cli._options import JsonOpt, SeedOpt
+
+
+def train(
+    task: Annotated[str, typer.Argument(help="mnist | fashion-mnist | digits | fire | ecg | images", show_default=False)],
+    directory: Annotated[Optional[Path], typer.Argument(help="Image folder for the 'images' task (same as --data).", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (IDX files, or one subfolder per class).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Model: cnn | dense | fire-cnn | cnn1d. Default depends on the task.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner). Default per task.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size. Default per task.")] = None,
+    seed: SeedOpt = 0,
+    val_split: Annotated[float, typer.Option("--val-split", help="Fraction of training data held out for validation.")] = 0.1,
+    test_split: Annotated[float, typer.Option("--test-split", help="Fraction held out for the test set (datasets without an official test split).")] = 0.2,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most N samples of each source split (quick runs).")] = None,
+    patience: Annotated[int, typer.Option(help="Early stopping: epochs without val_loss improvement (0 = off).")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay).")] = 1e-3,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to N x N (fire/images; default 64).")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Samples per signal window (ecg; default rate x 10 s).")] = None,
+    rate: Annotated[int, typer.Option("--rate", help="Signal sample rate in Hz (ecg).")] = 360,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create (must not exist). Default runs/train/<task>-N.")] = None,
+    project: Annotated[Path, typer.Option("--project", help="Parent folder of numbered runs.")] = Path("runs/train"),
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Allow a Keras download when MNIST data is not found locally.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a classifier on real (or clearly labelled synthetic) data and evaluate it on held-out data."""
+    from mltool.cli._output import print_json, stderr_console
+    from mltool.errors import ConfigError
+    from mltool.train.run import TrainConfig
+    from mltool.train.run import train as run_train
+
+    if directory is not None:
+        if data is not None:
+            raise ConfigError("both a DIR argument and --data were given", "pass the dataset folder once")
+        if task != "images":
+            raise ConfigError(f"unexpected argument '{directory}' for task {task}", f"use --data {directory}")
+        data = directory
+    config = TrainConfig(
+        task=task, data=str(data) if data else None, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
+        val_split=val_split, test_split=test_split, limit=limit, patience=patience, learning_rate=lr,
+        image_size=image_size, window=window, rate_hz=rate, out=out, project=project, download=download,
+    )
+    console = stderr_console()
+    result = run_train(
+        config,
+        progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
+    _render(console, result)
+    if json_out:
+        print_json(result.summary())
+
+
+def _progress_callback(console: Any, n_epochs: int, steps: int) -> Any:
+    """A Keras callback drawing a Rich progress bar per epoch and a metrics line when it ends."""
+    import keras
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class RichProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[total_epochs]}"),
+                BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
+                console=console, transient=True,
+            )
+            self.progress.start()
+            self.task = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("", total=steps, epoch=epoch + 1, total_epochs=n_epochs, metrics="")
+
+        def on_train_batch_end(self, batch, logs=None):
+            logs = logs or {}
+            text = f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f}"
+            self.progress.update(self.task, completed=batch + 1, metrics=text)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+            elapsed = self.progress.tasks[-1].elapsed if self.progress.tasks else 0.0
+            console.print(f"epoch {epoch + 1:>3}/{n_epochs}  " + "  ".join(parts) + f"  ({elapsed or 0:.1f}s)", soft_wrap=True)
+
+        def on_train_end(self, logs=None):
+            self.progress.stop()
+
+    return RichProgress()
+
+
+def _render(console: Any, result: Any) -> None:
+    from rich.table import Table
+
+    from mltool.cli._output import fmt_pct
+
+    info = result.info
+    m = info["metrics"]
+    t = info["training"]
+    ds = info["dataset"]
+    table = Table(title=f"{info['task']} / {info['arch']} — held-out test set ({m['test_samples']} samples)")
+    table.add_column("class")
+    table.add_column("precision", justify="right")
+    table.add_column("recall", justify="right")
+    for name, pc in m["per_class"].items():
+        table.add_row(name, fmt_pct(pc["precision"]), fmt_pct(pc["recall"]))
+    console.print(table)
+    synthetic = " [yellow](SYNTHETIC data)[/yellow]" if ds["synthetic"] else ""
+    console.print(
+        f"[bold]test accuracy {fmt_pct(m['accuracy'])}[/bold]  loss {m['loss']:.4f}  "
+        f"val accuracy {fmt_pct(m['val_accuracy'])}  epochs {t['epochs_run']}/{t['epochs_requested']}"
+        f"{' (early stop, best ' + str(t['best_epoch']) + ')' if t['stopped_early'] else ''}  "
+        f"{t['duration_s']:.1f}s{synthetic}"
+    )
+    console.print(f"run saved to [bold]{result.run_dir}[/bold]")

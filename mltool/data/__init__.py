@@ -1,0 +1,1 @@
+"""Dataset loaders. NumPy and Pillow only: nothing here imports TensorFlow."""

@@ -1,0 +1,119 @@
+"""The model zoo. Every model ends in a softmax so the converted .tflite outputs probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mltool.errors import ConfigError, did_you_mean
+
+ARCHS: dict[str, str] = {
+    "cnn": "two conv blocks (32, 64) with batch norm, max pooling and dropout, Dense 128",
+    "dense": "the tutorial baseline: Flatten, Dense 128 relu, Dense softmax",
+    "fire-cnn": "fire-detection tutorial CNN: Conv2D 16/32/64 + average pooling + dropout, Dense 256, 128",
+    "cnn1d": "1-D CNN for signals: four Conv1D blocks with pooling, global average pooling, Dense 64",
+}
+
+# Which architectures suit which input kind.
+_KINDS = {"cnn": {"image"}, "dense": {"image", "signal"}, "fire-cnn": {"image"}, "cnn1d": {"signal"}}
+
+
+def check_arch(arch: str, kind: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture '{arch}'", did_you_mean(arch, ARCHS))
+    if kind not in _KINDS[arch]:
+        fits = [a for a, kinds in _KINDS.items() if kind in kinds]
+        raise ConfigError(f"architecture '{arch}' does not take {kind} input", f"use one of: {', '.join(fits)}")
+
+
+def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A compiled-ready (uncompiled) Keras model named after ``arch``."""
+    builder: Callable[..., Any] = {
+        "cnn": _cnn, "dense": _dense, "fire-cnn": _fire_cnn, "cnn1d": _cnn1d,
+    }[arch]
+    return builder(tuple(input_shape), num_classes)
+
+
+def _cnn(shape: tuple[int, ...], n: int) -> Any:
+    import keras
+    from keras import layers
+
+    # Small inputs (8x8 digits) get one pooling step fewer.
+    pool_twice = min(shape[0], shape[1]) >= 16
+    blocks: list[Any] = [
+        keras.Input(shape),
+        layers.Conv2D(32, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+    ]
+    if pool_twice:
+        blocks.append(layers.MaxPooling2D())
+    blocks += [
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.4),
+        layers.Dense(n, activation="softmax"),
+    ]
+    return keras.Sequential(blocks, name="cnn")
+
+
+def _dense(shape: tuple[int, ...], n: int) -> Any:
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [keras.Input(shape), layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(n, activation="softmax")],
+        name="dense",
+    )
+
+
+def _fire_cnn(shape: tuple[int, ...], n: int) -> Any:
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            layers.Conv2D(16, 3, activation="relu", padding="same"),
+            layers.AveragePooling2D(),
+            layers.Dropout(0.2),
+            layers.Conv2D(32, 3, activation="relu", padding="same"),
+            layers.AveragePooling2D(),
+            layers.Dropout(0.2),
+            layers.Conv2D(64, 3, activation="relu", padding="same"),
+            layers.AveragePooling2D(),
+            layers.Dropout(0.2),
+            layers.Flatten(),
+            layers.Dense(256, activation="relu"),
+            layers.Dropout(0.3),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(n, activation="softmax"),
+        ],
+        name="fire_cnn",
+    )
+
+
+def _cnn1d(shape: tuple[int, ...], n: int) -> Any:
+    import keras
+    from keras import layers
+
+    blocks: list[Any] = [keras.Input(shape)]
+    for filters, kernel in ((16, 7), (32, 5), (64, 5), (64, 3)):
+        blocks += [
+            layers.Conv1D(filters, kernel, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.MaxPooling1D(4 if filters < 64 else 2),
+        ]
+    blocks += [
+        layers.GlobalAveragePooling1D(),
+        layers.Dropout(0.3),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(n, activation="softmax"),
+    ]
+    return keras.Sequential(blocks, name="cnn1d")

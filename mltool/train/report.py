@@ -1,0 +1,71 @@
+"""Training artefacts a person looks at: history CSV, learning curves, confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def write_history_csv(history: list[dict[str, float]], path: Path) -> None:
+    if not history:
+        path.write_text("epoch\n")
+        return
+    fields = ["epoch"] + [k for k in history[0] if k != "epoch"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax, label in (
+        ("loss", ax_loss, "train"), ("val_loss", ax_loss, "validation"),
+        ("accuracy", ax_acc, "train"), ("val_accuracy", ax_acc, "validation"),
+    ):
+        if history and key in history[0]:
+            ax.plot(epochs, [row[key] for row in history], marker="o", label=label)
+    ax_loss.set(title="loss", xlabel="epoch")
+    ax_acc.set(title="accuracy", xlabel="epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    n = len(class_names)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    row_sums = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=float), where=row_sums > 0)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

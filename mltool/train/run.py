@@ -1,0 +1,370 @@
+"""``train()``: dataset -> Keras model -> run directory with model, metrics and plots.
+
+Usable from Python exactly as the CLI uses it::
+
+    from mltool.train.run import TrainConfig, train
+    result = train(TrainConfig(task="digits", epochs=5))
+    print(result.run_dir, result.metrics["accuracy"])
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mltool import __version__
+from mltool._tf import import_tensorflow
+from mltool.data.base import Dataset
+from mltool.data.tasks import Splits, get_task, load_task, prepare_splits
+from mltool.errors import ConfigError
+from mltool.metrics import classification_report
+from mltool.train import rundir
+
+MLTOOL_JSON = "mltool.json"
+FORMAT = "mltool.model/1"
+
+# Per-task defaults: (epochs, batch size). Early stopping usually ends runs sooner.
+TASK_DEFAULTS: dict[str, tuple[int, int]] = {
+    "mnist": (15, 128),
+    "fashion-mnist": (15, 128),
+    "digits": (40, 32),
+    "fire": (25, 32),
+    "ecg": (30, 32),
+    "images": (25, 32),
+}
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    data: str | None = None
+    arch: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    val_split: float = 0.1
+    test_split: float = 0.2
+    limit: int | None = None
+    patience: int = 4
+    learning_rate: float = 1e-3
+    image_size: int | None = None
+    window: int | None = None
+    rate_hz: int = 360
+    out: Path | None = None
+    project: Path = field(default_factory=lambda: Path("runs/train"))
+    download: bool = True
+
+    def resolved(self) -> TrainConfig:
+        """Validate and fill task defaults. Raises ConfigError with a fix hint."""
+        from mltool.train.models import check_arch
+
+        info = get_task(self.task)
+        epochs, batch = TASK_DEFAULTS[self.task]
+        cfg = TrainConfig(**{**asdict(self)})
+        cfg.arch = self.arch or info.default_arch
+        cfg.epochs = self.epochs if self.epochs is not None else epochs
+        cfg.batch_size = self.batch_size or batch
+        if cfg.window is None:
+            cfg.window = self.rate_hz * 10
+        check_arch(cfg.arch, info.kind)
+        if cfg.epochs < 1:
+            raise ConfigError(f"--epochs {cfg.epochs} must be at least 1", "pass --epochs 1 or more")
+        if cfg.batch_size < 1:
+            raise ConfigError(f"--batch-size {cfg.batch_size} must be at least 1", "pass --batch-size 32, for example")
+        if not 0.0 < cfg.val_split < 0.9:
+            raise ConfigError(f"--val-split {cfg.val_split} is out of range", "use a fraction such as 0.1")
+        if not 0.0 < cfg.test_split < 0.9:
+            raise ConfigError(f"--test-split {cfg.test_split} is out of range", "use a fraction such as 0.2")
+        if cfg.limit is not None and cfg.limit < 10:
+            raise ConfigError(f"--limit {cfg.limit} is too small", "use at least 10 samples")
+        if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
+            raise ConfigError(f"--image-size {cfg.image_size} is out of range", "use 8 to 1024 pixels")
+        if cfg.out is not None:
+            rundir.check_out_dir(Path(cfg.out))
+        return cfg
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    info: dict[str, Any]  # the content of mltool.json
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.info["metrics"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "task": self.info["task"],
+            "arch": self.info["arch"],
+            "classes": self.info["classes"],
+            "dataset": self.info["dataset"],
+            "training": self.info["training"],
+            "metrics": {k: v for k, v in self.metrics.items() if k != "per_class"},
+            "per_class": self.metrics.get("per_class", {}),
+        }
+
+
+def normalization_for(ds: Dataset, x_train: np.ndarray) -> tuple[float, float]:
+    """(mean, std) so that the model sees (x - mean) / std."""
+    if ds.kind == "image":
+        return 0.0, float(ds.input.get("range", [0, 255])[1])
+    std = float(x_train.std()) or 1.0
+    return float(x_train.mean()), std
+
+
+def normalize(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return ((x.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "mltool": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "numpy": np.__version__, "python": platform.python_version(),
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+ProgressFactory = Callable[[int, int], Any]  # (epochs, steps per epoch) -> keras callback
+
+
+def train(
+    config: TrainConfig,
+    *,
+    progress: ProgressFactory | None = None,
+    callbacks: list[Any] | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> TrainResult:
+    """Train, evaluate on the held-out split, and write a complete run directory atomically."""
+    cfg = config.resolved()
+    started = time.monotonic()
+    log(f"loading {cfg.task} data")
+    ds = load_task(cfg.task, cfg.data, image_size=cfg.image_size, window=cfg.window, download=cfg.download)
+    splits = prepare_splits(ds, val_split=cfg.val_split, test_split=cfg.test_split, seed=cfg.seed, limit=cfg.limit)
+    sizes = splits.sizes()
+    log(f"{ds.name}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test samples from {ds.source}")
+
+    parent = Path(cfg.project)
+    tmp = rundir.start(parent if cfg.out is None else Path(cfg.out).parent, cfg.task)
+    try:
+        info = _fit_and_write(cfg, ds, splits, tmp, progress, callbacks or [], log, started)
+        final = rundir.finish(tmp, parent, cfg.task, Path(cfg.out) if cfg.out else None)
+    except BaseException:
+        rundir.abandon(tmp)
+        raise
+    return TrainResult(final, info)
+
+
+def _fit_and_write(
+    cfg: TrainConfig, ds: Dataset, splits: Splits, tmp: Path,
+    progress: ProgressFactory | None, extra_callbacks: list[Any], log: Callable[[str], None], started: float,
+) -> dict[str, Any]:
+    import_tensorflow()
+    import keras
+
+    from mltool.train.models import build_model
+    from mltool.train.report import plot_confusion, plot_curves, write_history_csv
+
+    _seed_everything(cfg.seed)
+    mean, std = normalization_for(ds, splits.x_train)
+    x_train, x_val, x_test = (normalize(a, mean, std) for a in (splits.x_train, splits.x_val, splits.x_test))
+
+    model = build_model(cfg.arch, ds.input_shape, ds.num_classes)
+    steps = int(np.ceil(len(x_train) / cfg.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps * cfg.epochs, alpha=0.02)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    epoch_times: list[float] = []
+
+    class _Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.monotonic() - self._t)
+
+    callbacks: list[Any] = [_Timer()]
+    if cfg.patience > 0 and len(x_val):
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=0))
+    if progress is not None:
+        callbacks.append(progress(cfg.epochs, steps))
+    callbacks += extra_callbacks
+    fit = model.fit(
+        x_train, splits.y_train,
+        validation_data=(x_val, splits.y_val) if len(x_val) else None,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True,
+        callbacks=callbacks, verbose=0,
+    )
+    hist = fit.history
+    history = [
+        {"epoch": i + 1, **{k: float(v[i]) for k, v in hist.items()}, "seconds": round(epoch_times[i], 3)}
+        for i in range(len(hist.get("loss", [])))
+    ]
+    best_epoch = len(history)
+    stopped_early = len(history) < cfg.epochs
+    if stopped_early and "val_loss" in hist:
+        best_epoch = int(np.argmin(hist["val_loss"])) + 1
+
+    log("evaluating on the held-out test split")
+    probs = model.predict(x_test, batch_size=256, verbose=0)
+    report = classification_report(splits.y_test, probs.argmax(axis=1), ds.class_names)
+    test_loss = float(keras.losses.sparse_categorical_crossentropy(splits.y_test, probs).numpy().mean())
+    report["loss"] = round(test_loss, 6)
+
+    model.save(tmp / "model.keras")
+    (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n")
+    write_history_csv(history, tmp / "history.csv")
+    plot_curves(history, tmp / "curves.png", f"{cfg.task} / {cfg.arch}")
+    plot_confusion(np.asarray(report["confusion_matrix"]), ds.class_names, tmp / "confusion_matrix.png",
+                   f"{cfg.task}: test accuracy {100 * report['accuracy']:.2f}%")
+    (tmp / "evaluation.json").write_text(json.dumps({"split": "test", **report}, indent=2) + "\n")
+
+    layout = "NHWC" if ds.kind == "image" else "NWC"
+    input_info = {"shape": list(ds.input_shape), "layout": layout, "dtype": "float32",
+                  "raw_dtype": ds.input.get("dtype", "float32")}
+    input_info.update({k: v for k, v in ds.input.items() if k in ("color", "range", "resize")})
+    if ds.kind == "signal":
+        input_info.update({"rate_hz": cfg.rate_hz, "window": cfg.window})
+    metrics = {
+        "accuracy": report["accuracy"], "loss": report["loss"],
+        "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
+        "macro_f1": report["macro_f1"], "test_samples": report["samples"],
+        "val_accuracy": round(float(hist["val_accuracy"][best_epoch - 1]), 6) if "val_accuracy" in hist else None,
+        "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in report["per_class"].items()},
+    }
+    info = {
+        "format": FORMAT,
+        "task": cfg.task,
+        "kind": f"{ds.kind}-classification",
+        "arch": cfg.arch,
+        "params": int(model.count_params()),
+        "input": input_info,
+        "normalization": {"mean": [mean], "std": [std], "formula": "(x - mean) / std"},
+        "output": {"type": "probabilities", "shape": [ds.num_classes]},
+        "classes": ds.class_names,
+        "dataset": {
+            "name": ds.name, "source": ds.source, "fingerprint": ds.fingerprint, "synthetic": ds.synthetic,
+            "official_test_split": ds.official_test_split, "samples": splits.sizes(),
+            "limit": cfg.limit, "val_split": cfg.val_split, "test_split": cfg.test_split,
+            "image_size": cfg.image_size, "window": cfg.window if ds.kind == "signal" else None,
+        },
+        "seed": cfg.seed,
+        "training": {
+            "epochs_requested": cfg.epochs, "epochs_run": len(history), "best_epoch": best_epoch,
+            "stopped_early": stopped_early, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+            "patience": cfg.patience, "duration_s": round(time.monotonic() - started, 2),
+        },
+        "metrics": metrics,
+        "files": {"model": "model.keras", "labels": "labels.txt", "history": "history.csv",
+                  "curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "evaluation": "evaluation.json"},
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    # Written last: a directory with mltool.json in it is a complete run.
+    (tmp / MLTOOL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def read_run(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(run directory, mltool.json) for a run directory or a model file inside one."""
+    from mltool.errors import ModelError
+
+    p = Path(path).expanduser()
+    run_dir = p if p.is_dir() else p.parent
+    meta = run_dir / MLTOOL_JSON
+    if not p.exists():
+        raise ModelError(f"{p} does not exist", "pass a run directory from `mltool train` (e.g. runs/train/digits-1)")
+    if not meta.is_file():
+        raise ModelError(f"{run_dir} has no {MLTOOL_JSON}", "pass a complete run directory written by `mltool train`")
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta} is not valid JSON ({exc})", "re-run `mltool train`; the file was edited or damaged") from None
+    if info.get("format") != FORMAT:
+        raise ModelError(f"{meta} is not an mltool model description", f"expected format {FORMAT}")
+    return run_dir, info
+
+
+def load_keras_model(path: str | Path) -> Any:
+    """Load a ``.keras`` file in safe mode: no arbitrary code (Lambda layers) is deserialised."""
+    from mltool.errors import ModelError
+
+    import_tensorflow()
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist", "check the path")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise ModelError(
+                f"{path} needs unsafe deserialisation (it contains a Lambda layer or custom code)",
+                "rebuild the model without Lambda layers; mltool never runs code embedded in model files",
+            ) from None
+        raise ModelError(f"cannot load {path} ({str(exc).splitlines()[0][:200]})", "check that it is a Keras 3 .keras file") from None
+    except Exception as exc:  # zip errors, missing config, ...
+        raise ModelError(f"cannot load {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                         "check that it is a Keras 3 .keras file") from None
+
+
+def run_splits(info: dict[str, Any], data: str | Path | None = None) -> tuple[Dataset, Splits]:
+    """Rebuild the exact train/val/test split a run used (same data, seed and options)."""
+    from mltool.errors import DataError
+
+    d = info["dataset"]
+    source = data
+    if source is None and d["source"] and Path(d["source"]).exists():
+        source = d["source"] if info["task"] != "digits" else None
+    ds = load_task(info["task"], source, image_size=d.get("image_size"), window=d.get("window") or 3600)
+    if ds.fingerprint != d["fingerprint"]:
+        raise DataError(
+            f"the {info['task']} data at {ds.source} differs from the data the model was trained on",
+            "pass --data with the original dataset (fingerprints differ)",
+        )
+    splits = prepare_splits(ds, val_split=d["val_split"], test_split=d["test_split"], seed=info["seed"], limit=d["limit"])
+    return ds, splits
+
+
+def evaluate_run(path: str | Path, data: str | Path | None = None) -> dict[str, Any]:
+    """Reload a run's saved model and re-measure it on its held-out test split."""
+    run_dir, info = read_run(path)
+    ds, splits = run_splits(info, data)
+    model = load_keras_model(run_dir / info["files"]["model"])
+    norm = info["normalization"]
+    x = normalize(splits.x_test, norm["mean"][0], norm["std"][0])
+    t0 = time.monotonic()
+    probs = model.predict(x, batch_size=256, verbose=0)
+    seconds = time.monotonic() - t0
+    report = classification_report(splits.y_test, probs.argmax(axis=1), ds.class_names)
+    return {
+        "run_dir": str(run_dir), "task": info["task"], "arch": info["arch"], "split": "test",
+        "recorded_accuracy": info["metrics"]["accuracy"], "seconds": round(seconds, 3), **report,
+    }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up the environment and run the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export COLUMNS=100  # Rich output width is part of what tests read
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "[test] pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$rc"

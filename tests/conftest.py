@@ -1,0 +1,87 @@
+"""Shared fixtures. Training fixtures are session-scoped so each tiny model is trained once."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> CliResult:
+    """Run mltool in-process through Typer's CliRunner with stdout and stderr kept apart."""
+    from typer.testing import CliRunner
+
+    from mltool.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "100", **(env or {})})
+    r = runner.invoke(app, [str(a) for a in args])
+    exc = r.exception if not isinstance(r.exception, SystemExit) else None
+    return CliResult(r.exit_code, r.stdout, r.stderr, exc)
+
+
+@pytest.fixture
+def cli():
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FASHION_DIR} is missing in CI: scripts/setup.sh should install dataset-fashion-mnist")
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never read or write the developer's ~/.mltool or ~/.keras from tests."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("MLTOOL_HOME", str(home / ".mltool"))
+    monkeypatch.setenv("KERAS_HOME", str(home / ".keras"))
+    monkeypatch.delenv("MLTOOL_DATA", raising=False)
+    monkeypatch.delenv("MLTOOL_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A digits model trained once through the CLI (real data, ~10 s)."""
+    project = tmp_path_factory.mktemp("runs")
+    r = invoke(["train", "digits", "--epochs", "12", "--project", project, "--json"])
+    assert r.exit_code == 0, r.stderr
+    return Path(r.json()["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def synth_fire_dir(tmp_path_factory) -> Path:
+    from mltool.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "fire"
+    synthesize("fire", out, per_class=40, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_ecg_dir(tmp_path_factory) -> Path:
+    from mltool.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "ecg"
+    synthesize("ecg", out, per_class=60, seed=4)
+    return out
