@@ -83,5 +83,5 @@ def synth_ecg_dir(tmp_path_factory) -> Path:
     from mltool.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth") / "ecg"
-    synthesize("ecg", out, per_class=60, seed=4)
+    synthesize("ecg", out, per_class=100, seed=4)
     return out

@@ -79,8 +79,19 @@ def stratified_split(
 
 
 def stratified_subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of ``n`` samples with the class balance of ``y`` (all of them if ``n >= len(y)``)."""
+    """Indices of exactly ``n`` samples with the class balance of ``y`` (all if ``n >= len(y)``).
+
+    Per-class quotas use largest remainders so they add up to ``n`` exactly.
+    """
     if n >= len(y):
         return np.arange(len(y))
-    _, held = stratified_split(y, n / len(y), seed)
-    return np.sort(held)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * (n / len(y))
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: n - quota.sum()]:
+        quota[i] += 1
+    picked = [
+        rng.permutation(np.flatnonzero(y == cls))[:q] for cls, q in zip(classes, quota)
+    ]
+    return np.sort(np.concatenate(picked))

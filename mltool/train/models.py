@@ -43,11 +43,11 @@ def _cnn(shape: tuple[int, ...], n: int) -> Any:
     blocks: list[Any] = [
         keras.Input(shape),
         layers.Conv2D(32, 3, padding="same", use_bias=False),
-        layers.BatchNormalization(),
+        layers.BatchNormalization(momentum=0.9),
         layers.ReLU(),
         layers.MaxPooling2D(),
         layers.Conv2D(64, 3, padding="same", use_bias=False),
-        layers.BatchNormalization(),
+        layers.BatchNormalization(momentum=0.9),
         layers.ReLU(),
     ]
     if pool_twice:
@@ -80,13 +80,13 @@ def _fire_cnn(shape: tuple[int, ...], n: int) -> Any:
         [
             keras.Input(shape),
             layers.Conv2D(16, 3, activation="relu", padding="same"),
-            layers.AveragePooling2D(),
+            layers.AveragePooling2D(2),
             layers.Dropout(0.2),
             layers.Conv2D(32, 3, activation="relu", padding="same"),
-            layers.AveragePooling2D(),
+            layers.AveragePooling2D(2),
             layers.Dropout(0.2),
             layers.Conv2D(64, 3, activation="relu", padding="same"),
-            layers.AveragePooling2D(),
+            layers.AveragePooling2D(2),
             layers.Dropout(0.2),
             layers.Flatten(),
             layers.Dense(256, activation="relu"),
@@ -106,7 +106,7 @@ def _cnn1d(shape: tuple[int, ...], n: int) -> Any:
     for filters, kernel in ((16, 7), (32, 5), (64, 5), (64, 3)):
         blocks += [
             layers.Conv1D(filters, kernel, padding="same", use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=0.9),
             layers.ReLU(),
             layers.MaxPooling1D(4 if filters < 64 else 2),
         ]
