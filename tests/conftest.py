@@ -85,3 +85,42 @@ def synth_ecg_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "ecg"
     synthesize("ecg", out, per_class=100, seed=4)
     return out
+
+
+@pytest.fixture(scope="session")
+def converted_digits(digits_run, tmp_path_factory) -> dict:
+    """The digits run converted in every mode once (--json output of `mltool convert`)."""
+    out = tmp_path_factory.mktemp("converted")
+    r = invoke(["convert", digits_run, "--quantize", "all", "--out", out, "--json"])
+    assert r.exit_code == 0, r.stderr
+    return r.json()
+
+
+@pytest.fixture(scope="session")
+def foreign_models(tmp_path_factory) -> dict:
+    """Models converted with plain tf.lite.TFLiteConverter (no mltool metadata): uint8 I/O,
+    and two inputs."""
+    from mltool._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+    import numpy as np
+
+    out = tmp_path_factory.mktemp("foreign")
+    keras.utils.set_random_seed(1)
+    single = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                               keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    conv = tf.lite.TFLiteConverter.from_keras_model(single)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.random((1, 6, 6, 1), dtype=np.float32)] for _ in range(20))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    (out / "uint8_io.tflite").write_bytes(conv.convert())
+
+    a, b = keras.Input((4,), name="left"), keras.Input((3,), name="right")
+    merged = keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))
+    two = keras.Model([a, b], merged)
+    (out / "two_inputs.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(two).convert())
+    return {"uint8": out / "uint8_io.tflite", "two": out / "two_inputs.tflite", "dir": out}

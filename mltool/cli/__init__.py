@@ -75,10 +75,12 @@ def _root(
 
 
 def _register() -> None:
-    from mltool.cli import datasets, evaluate, train
+    from mltool.cli import convert, datasets, evaluate, inspect, train
 
     app.command("train", help=train.__doc__)(train.train)
     app.command("evaluate", help=evaluate.__doc__)(evaluate.evaluate)
+    app.command("convert", help=convert.__doc__)(convert.convert)
+    app.command("inspect", help=inspect.__doc__)(inspect.inspect)
     app.add_typer(datasets.app, name="datasets")
 
 

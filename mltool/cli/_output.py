@@ -17,6 +17,8 @@ def stderr_console() -> Console:
     global _stderr
     if _stderr is None or _stderr.file is not sys.stderr:
         width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
+        if width is None and not sys.stderr.isatty():
+            width = 120  # logs and pipes: Rich's 80-column default squeezes the tables
         _stderr = Console(file=sys.stderr, width=width, highlight=False)
     return _stderr
 

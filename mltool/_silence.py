@@ -1,0 +1,52 @@
+"""Silence C/C++ libraries that write straight to file descriptors 1/2 (TensorFlow, LiteRT).
+
+Python-level redirection cannot catch those writes, so the descriptors themselves are
+pointed at a temporary file; on an exception the captured text is replayed to stderr so
+nothing useful is lost. ``MLTOOL_DEBUG=1`` disables all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+
+def debug() -> bool:
+    return os.environ.get("MLTOOL_DEBUG", "").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def silenced(stdout: bool = False) -> Iterator[None]:
+    """Capture fd 2 (and fd 1 if ``stdout``) for the duration of the block."""
+    if debug():
+        yield
+        return
+    fds = [2] + ([1] if stdout else [])
+    sys.stderr.flush()
+    sys.stdout.flush()
+    saved = {fd: os.dup(fd) for fd in fds}
+    with tempfile.TemporaryFile() as sink:
+        try:
+            for fd in fds:
+                os.dup2(sink.fileno(), fd)
+            with contextlib.redirect_stdout(sys.stderr) if stdout else contextlib.nullcontext():
+                yield
+        except BaseException:
+            _restore(saved)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _restore(saved)
+
+
+def _restore(saved: dict[int, int]) -> None:
+    for fd, dup in list(saved.items()):
+        os.dup2(dup, fd)
+        os.close(dup)
+        del saved[fd]

@@ -1,0 +1,1 @@
+"""Keras/SavedModel -> TFLite conversion with quantization, calibration and embedded metadata."""

@@ -1,0 +1,1 @@
+"""Device-side runtime: loads and runs .tflite models. Never imports TensorFlow."""
