@@ -124,3 +124,60 @@ def foreign_models(tmp_path_factory) -> dict:
     two = keras.Model([a, b], merged)
     (out / "two_inputs.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(two).convert())
     return {"uint8": out / "uint8_io.tflite", "two": out / "two_inputs.tflite", "dir": out}
+
+
+@pytest.fixture(scope="session")
+def fire_models(synth_fire_dir, tmp_path_factory) -> dict:
+    """A fire model trained on the synthetic set, converted to int8 (int8 I/O) and uint8 I/O."""
+    project = tmp_path_factory.mktemp("fire_runs")
+    r = invoke(["train", "fire", "--data", synth_fire_dir, "--epochs", "6", "--project", project, "--json"])
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.json()["run_dir"])
+    models: dict = {"run": run}
+    for io in ("int8", "uint8"):
+        out = tmp_path_factory.mktemp(f"fire_{io}")
+        c = invoke(["convert", run, "-q", "int8", "--io", io, "--out", out, "--json"])
+        assert c.exit_code == 0, c.stderr
+        models[io] = out / "model_int8.tflite"
+    return models
+
+
+@pytest.fixture(scope="session")
+def ecg_model(synth_ecg_dir, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("ecg_runs")
+    r = invoke(["train", "ecg", "--data", synth_ecg_dir, "--epochs", "15", "--project", project, "--json"])
+    assert r.exit_code == 0, r.stderr
+    run = Path(r.json()["run_dir"])
+    c = invoke(["convert", run, "-q", "int8", "--json"])
+    assert c.exit_code == 0, c.stderr
+    return run / "model_int8.tflite"
+
+
+@pytest.fixture(scope="session")
+def fire_video(synth_fire_dir, tmp_path_factory) -> Path:
+    """A real MP4 written with OpenCV: 20 fire frames, then 20 ordinary scenes, 320x240 @ 10 fps."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("video") / "fire.mp4"
+    files = sorted((synth_fire_dir / "fire").glob("*"))[:20] + sorted((synth_fire_dir / "no_fire").glob("*"))[:20]
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for f in files:
+        w.write(cv2.resize(cv2.imread(str(f)), (320, 240)))
+    w.release()
+    return path
+
+
+@pytest.fixture
+def mjpeg():
+    from tests.mjpeg_server import MjpegServer
+
+    servers = []
+
+    def make(**kw):
+        s = MjpegServer(**kw).start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()

@@ -26,7 +26,25 @@ def debug_enabled() -> bool:
     return os.environ.get("MLTOOL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Options whose value is optional: given bare, they take this value (`--camera` = camera 0).
+OPTIONAL_VALUE_OPTIONS = {"--camera": "0"}
+
+
+def normalize_optional_values(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg in OPTIONAL_VALUE_OPTIONS:
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or (nxt.startswith("-") and nxt != "-"):
+                out.append(OPTIONAL_VALUE_OPTIONS[arg])
+    return out
+
+
 class _RootGroup(TyperGroup):
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        return super().parse_args(ctx, normalize_optional_values(list(args)))
+
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -75,12 +93,15 @@ def _root(
 
 
 def _register() -> None:
-    from mltool.cli import convert, datasets, evaluate, inspect, train
+    from mltool.cli import bench, convert, datasets, doctor, evaluate, infer, inspect, train
 
     app.command("train", help=train.__doc__)(train.train)
     app.command("evaluate", help=evaluate.__doc__)(evaluate.evaluate)
     app.command("convert", help=convert.__doc__)(convert.convert)
     app.command("inspect", help=inspect.__doc__)(inspect.inspect)
+    app.command("infer", help=infer.__doc__)(infer.infer)
+    app.command("bench", help=bench.__doc__)(bench.bench)
+    app.command("doctor", help=doctor.__doc__)(doctor.doctor)
     app.add_typer(datasets.app, name="datasets")
 
 

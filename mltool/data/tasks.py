@@ -213,13 +213,15 @@ def _load_digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = bunch.images.astype(np.uint8)[..., None]  # values 0..16
+    # Stored as 0..16 intensities; rescale to ordinary 8-bit pixels so that the trained model
+    # takes the same input as a real image file (every image task uses 0..255).
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     y = bunch.target.astype(np.int64)
     return Dataset(
         name="digits", kind="image", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0],
         class_names=list(DIGIT_CLASSES), source="scikit-learn (bundled)",
         fingerprint=fingerprint(x, y, names=DIGIT_CLASSES),
-        input={"color": "grayscale", "range": [0, 16], "dtype": "uint8"},
+        input={"color": "grayscale", "range": [0, 255], "dtype": "uint8"},
     )
 
 

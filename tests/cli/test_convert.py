@@ -61,7 +61,7 @@ def test_metadata_read_back_without_tensorflow(converted_digits, digits_run):
     run_info = json.loads((digits_run / "mltool.json").read_text())
     assert meta["format"] == "mltool.tflite/1"
     assert meta["labels"] == [str(i) for i in range(10)] and meta["task"] == "digits"
-    assert meta["normalization"]["std"] == [16.0]
+    assert meta["normalization"]["std"] == [255.0]
     assert meta["input"]["layout"] == "NHWC" and meta["input"]["shape"] == [8, 8, 1]
     assert meta["quantization"] == {"mode": "int8", "io": "int8"}
     assert meta["dataset"]["fingerprint"] == run_info["dataset"]["fingerprint"]
@@ -192,7 +192,7 @@ def test_keras_file_needs_calibration_data(cli, digits_run, tmp_path):
         Image.new("L", (8, 8), i * 3).save(imgs / f"{i}.png")
     r = cli(["convert", model, "-q", "int8", "--calib", imgs])
     assert r.exit_code == 2 and "does not record its input normalisation" in r.stderr
-    r = cli(["convert", model, "-q", "int8", "--calib", imgs, "--mean", "0", "--std", "16", "--json"])
+    r = cli(["convert", model, "-q", "int8", "--calib", imgs, "--mean", "0", "--std", "255", "--json"])
     assert r.exit_code == 0, r.stderr
     res = r.json()
     assert res["modes"][0]["accuracy"] is None and res["modes"][0]["agreement"] is not None

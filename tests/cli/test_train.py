@@ -46,7 +46,7 @@ def test_digits_run_directory_and_metrics(digits_run):
     assert digits_run.name == "digits-1"
     assert info["task"] == "digits" and info["arch"] == "cnn"
     assert info["input"]["shape"] == [8, 8, 1] and info["input"]["layout"] == "NHWC"
-    assert info["normalization"] == {"mean": [0.0], "std": [16.0], "formula": "(x - mean) / std"}
+    assert info["normalization"] == {"mean": [0.0], "std": [255.0], "formula": "(x - mean) / std"}
     assert info["dataset"]["source"] == "scikit-learn (bundled)"
     assert info["metrics"]["accuracy"] >= 0.93  # 12 epochs; the default 40 reach ~98%
 

@@ -1,0 +1,1 @@
+"""Honest latency numbers, in the manner of LiteRT's benchmark_model."""

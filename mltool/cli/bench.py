@@ -1,0 +1,64 @@
+"""Benchmark .tflite models like LiteRT's benchmark_model, side by side. No TensorFlow needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mltool.cli._options import JsonOpt
+
+
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="One or more .tflite files (the first is the ratio baseline).", show_default=False)],
+    threads: Annotated[str, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4 (default: runtime default).")] = "",
+    runs: Annotated[Optional[int], typer.Option("--runs", "-n", help="Steady-state invokes (default: >= 50 runs and >= 2 s).")] = None,
+    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Steady-state duration instead of --runs.")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Invokes after the first, not timed.")] = 10,
+    pipeline: Annotated[Optional[str], typer.Option("--pipeline", help="Also time the whole path from this source (read, decode, preprocess, invoke, postprocess).")] = None,
+    pipeline_frames: Annotated[int, typer.Option("--pipeline-frames", help="Frames for --pipeline.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Init time, first inference, steady-state latency (median, mean, p90, p99, min, std),
+    throughput and peak RSS per model and thread count, with a ratio column."""
+    from mltool.bench.timing import BenchConfig, run_bench
+    from mltool.cli._output import print_json, stderr_console
+    from mltool.errors import ConfigError
+
+    try:
+        thread_list: list[int | None] = [int(t) for t in threads.split(",") if t.strip()] or [None]
+    except ValueError:
+        raise ConfigError(f"--threads '{threads}' is not a comma-separated list of numbers", "e.g. --threads 1,2,4") from None
+    cfg = BenchConfig(models=list(models), threads=thread_list, runs=runs, seconds=seconds, warmup=warmup,
+                      pipeline=pipeline, pipeline_frames=pipeline_frames)
+    console = stderr_console()
+    result = run_bench(cfg, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    _render(console, result)
+    if json_out:
+        print_json(result)
+
+
+def _render(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    rows = result["rows"]
+    t = Table(title=f"bench — {rows[0]['runtime']}")
+    cols = ("model", "threads", "init ms", "first ms", "median ms", "mean", "p90", "p99", "min", "std", "inf/s", "peak RSS MiB", "vs first")
+    for c in cols:
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in rows:
+        t.add_row(Path(r["model"]).name, str(r["threads"] or "default"), f"{r['init_ms']:.1f}", f"{r['first_ms']:.2f}",
+                  f"{r['median_ms']:.3f}", f"{r['mean_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                  f"{r['min_ms']:.3f}", f"{r['std_ms']:.3f}", f"{r['throughput_per_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
+                  f"{r['vs_first']:.2f}x")
+    console.print(t)
+    console.print(f"[dim]{rows[0]['runs']} timed runs after {rows[0]['warmup']} warmup; input filled once with random data[/dim]")
+    for p in result.get("pipeline", []):
+        s = p["stages_median_ms"]
+        console.print(
+            f"pipeline {Path(p['model']).name} on {p['source']} ({p['frames']} frames, {p['fps']:.1f} FPS): "
+            + ", ".join(f"{k} {v:.3f} ms ({100 * p['share'][k]:.0f}%)" for k, v in s.items())
+            + f"; total {p['total_median_ms']:.3f} ms, overhead beyond invoke {p['overhead_beyond_invoke_ms']:.3f} ms",
+            soft_wrap=True,
+        )

@@ -1,0 +1,157 @@
+"""Run a .tflite model on images, video, cameras, streams or signals. No TensorFlow needed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mltool.cli._options import JsonOpt
+
+
+def infer(
+    model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
+    source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// stream, picamera, .npy/.csv/.wav signal, or - (stdin samples).")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Camera shorthand: --camera (index 0) or --camera N.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads (given to the constructor).")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
+    mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata), e.g. 127.5.")] = None,
+    task: Annotated[str, typer.Option("--task", help="auto | classify | detect")] = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
+    alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Raise an alert when the watched class's probability reaches this (e.g. 0.8).")] = None,
+    alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches (default: the first non-'no_'/'normal' class).")] = None,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Minimum detection score.")] = 0.5,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Write annotated images/video and predictions.jsonl here.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", "-n", help="Stop after N results.")] = None,
+    every: Annotated[int, typer.Option("--every", help="Process every Nth frame.")] = 1,
+    hop: Annotated[Optional[int], typer.Option("--hop", help="Signal window hop in samples (default: one window).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
+    max_reconnects: Annotated[Optional[int], typer.Option("--max-reconnects", help="Give up after N failed reopen attempts (default: never).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
+) -> None:
+    """Run MODEL on a source and print predictions live; Ctrl-C or SIGTERM stops with a summary."""
+    from mltool.cli._output import print_json, stderr_console
+    from mltool.cli.convert import _floats
+    from mltool.errors import ConfigError
+    from mltool.runtime.infer import InferConfig, run_infer
+
+    chosen = [s for s in (source_arg, source, camera) if s is not None]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one source" if chosen else "no source given",
+                          "pass SOURCE, --source SRC or --camera [N]")
+    cfg = InferConfig(
+        model=model, source=chosen[0], threads=threads, labels=labels, mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
+        alert_class=alert_class, score_threshold=score_threshold, save=save, max_frames=max_frames,
+        every=every, hop=hop, timeout_s=timeout, max_reconnects=max_reconnects,
+    )
+    console = stderr_console()
+    stop = threading.Event()
+    stopped: dict[str, str] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped["by"] = signal.Signals(signum).name
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal) if threading.current_thread() is threading.main_thread() else None
+    view = _View(console, json_out)
+    try:
+        summary = run_infer(cfg, on_result=view.result, on_event=view.event, on_start=view.start, stop=stop)
+    finally:
+        view.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped.get("by"):
+        summary["stopped_by"] = stopped["by"]
+    elif summary["stopped_by"] == "interrupt":
+        summary["stopped_by"] = "SIGINT"
+    if json_out:
+        print_json_line(summary)
+    _render_summary(console, summary)
+    if summary["frames"] == 0 and summary["errors"]:
+        from mltool.errors import DataError
+
+        raise DataError(f"no input from {summary['source']} could be processed ({summary['errors']} errors)",
+                        "see the errors above")
+
+
+def print_json_line(obj: dict[str, Any]) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+class _View:
+    """Live status on a terminal; one line per result otherwise; JSON lines on stdout with --json."""
+
+    def __init__(self, console: Any, json_out: bool) -> None:
+        self.console = console
+        self.json_out = json_out
+        self.live: Any = None
+        self.t0 = time.perf_counter()
+        self.n = 0
+        self.info: dict[str, Any] = {}
+        self.last_line = ""
+
+    def start(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.console.print(f"[dim]{info['model']} ({info['runtime']}, input {info['input']} {info['input_dtype']}, "
+                           f"{info['task']}) on {info['source_kind']} {info['source']}[/dim]")
+        if info.get("raw_pixels"):
+            self.console.print("[yellow]no normalisation metadata: feeding raw pixels to the quantized input "
+                               "(pass --mean/--std to override)[/yellow]")
+        if self.console.is_terminal and info["source_kind"] in ("camera", "stream", "picamera", "video"):
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def result(self, r: dict[str, Any]) -> None:
+        self.n += 1
+        if self.json_out:
+            print_json_line(r)
+        if "detections" in r:
+            top = ", ".join(f"{d['label']} {d['score']:.2f}" for d in r["detections"][:3]) or "nothing"
+        else:
+            top = ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"][:3])
+        alert = r.get("alert")
+        flag = f"  [bold red]ALERT {alert['class']} {alert['score']:.2f}[/bold red]" if alert and alert["active"] else ""
+        line = f"{r['name']}: {top}  ({r['latency_ms']:.2f} ms){flag}"
+        if self.live is not None:
+            fps = self.n / max(time.perf_counter() - self.t0, 1e-9)
+            self.live.update(f"[bold]{self.info['source']}[/bold]  frame {r['index']}  {fps:.1f} FPS  "
+                             f"{r['latency_ms']:.2f} ms\n{top}{flag}")
+        elif not self.json_out:
+            self.console.print(line, soft_wrap=True)
+
+    def event(self, e: dict[str, Any]) -> None:
+        if self.json_out:
+            print_json_line(e)
+        style = "red" if e["event"] in ("error", "lost") else "yellow"
+        self.console.print(f"[{style}]{e['event']}: {e['message']}[/{style}]", soft_wrap=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _render_summary(console: Any, s: dict[str, Any]) -> None:
+    lat = s["latency_ms"]
+    console.print(
+        f"[bold]{s['frames']} results[/bold] in {s['elapsed_s']:.2f}s ({s['fps']:.1f}/s), invoke median {lat['median']:.2f} ms "
+        f"(p90 {lat['p90']:.2f}), first result after {s['first_result_s'] if s['first_result_s'] is not None else '-'} s; "
+        f"dropped {s['dropped']}, skipped {s['skipped']}, errors {s['errors']}, reconnects {s['reconnects']}"
+        + (f", alerts {s['alerts']}" if s["alerts"] else "") + f"; stopped by {s['stopped_by']}",
+        soft_wrap=True,
+    )
+    if s["saved_to"]:
+        console.print(f"saved to {s['saved_to']}")

@@ -1,0 +1,130 @@
+"""What this machine can run: runtime, Python, CPU, NumPy, cameras — and how to fix what is missing."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import platform
+import struct
+import sys
+from typing import Any
+
+from mltool import __version__
+
+
+def _version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        dist = {"cv2": "opencv-python-headless", "PIL": "pillow", "ai_edge_litert": "ai-edge-litert",
+                "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow", "numpy": "numpy",
+                "picamera2": "picamera2", "paramiko": "paramiko"}.get(module, module)
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            if module == "cv2":
+                return version("opencv-python")
+            if module == "tensorflow":
+                return version("tensorflow-cpu")
+            raise
+    except Exception:
+        return "installed"
+
+
+def _memory_mib() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def _board() -> str | None:
+    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            with open(p, "rb") as fh:
+                return fh.read().rstrip(b"\0").decode(errors="replace")
+        except OSError:
+            continue
+    return None
+
+
+def _cameras(probe: bool) -> list[dict[str, Any]]:
+    cams = []
+    for dev in sorted(glob.glob("/dev/video*")):
+        entry: dict[str, Any] = {"device": dev, "usable": None}
+        if probe and importlib.util.find_spec("cv2") is not None:
+            import cv2
+
+            cap = cv2.VideoCapture(dev)
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+            entry["usable"] = bool(ok)
+        cams.append(entry)
+    return cams
+
+
+def run_doctor(probe_cameras: bool = True) -> dict[str, Any]:
+    arch = platform.machine()
+    bits = struct.calcsize("P") * 8
+    arm32 = arch.startswith("arm") and bits == 32 or arch in ("armv7l", "armv6l")
+    numpy_v = _version("numpy")
+    runtimes = {m: _version(m) for m in ("ai_edge_litert", "tflite_runtime", "tensorflow")}
+    active = next((m for m, v in runtimes.items() if v), None)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool | None, detail: str, fix: str | None = None, required: bool = False) -> None:
+        status = "ok" if ok else ("missing" if required else "warn") if ok is not None else "info"
+        checks.append({"name": name, "status": status, "detail": detail, "fix": None if ok else fix})
+
+    check("python", sys.version_info >= (3, 10), f"{platform.python_version()} ({sys.executable})",
+          "install Python 3.10 or newer", required=True)
+    check("cpu", True, f"{arch}, {bits}-bit, {os.cpu_count()} cores" + (f", {_memory_mib()} MiB RAM" if _memory_mib() else ""))
+    board = _board()
+    if board:
+        check("board", True, board)
+    check("numpy", numpy_v is not None, numpy_v or "not installed", "pip install numpy", required=True)
+    if active is None:
+        fix = ("pip install tflite-runtime 'numpy<2'  (32-bit ARM has no ai-edge-litert wheel)" if arm32
+               else "pip install ai-edge-litert  (or: pip install 'mltool[device]')")
+        check("tflite runtime", False, "none of ai_edge_litert, tflite_runtime, tensorflow", fix, required=True)
+    else:
+        detail = f"{active} {runtimes[active]}"
+        ok = True
+        fix = None
+        if active == "tflite_runtime" and numpy_v and int(numpy_v.split(".")[0]) >= 2:
+            ok, fix = False, "tflite-runtime breaks under NumPy 2: pip install 'numpy<2'"
+        elif active == "tensorflow":
+            detail += " (fallback; heavy and slow to start)"
+            fix = "pip install ai-edge-litert"
+        check("tflite runtime", ok if active != "tensorflow" else None, detail, fix, required=True)
+    if arm32:
+        check("32-bit ARM", None, "ai-edge-litert publishes no 32-bit ARM wheels; mltool falls back to tflite-runtime (needs numpy<2)",
+              "use 64-bit Raspberry Pi OS for ai-edge-litert")
+    cv = _version("cv2")
+    check("opencv", cv is not None, cv or "not installed (needed for video, cameras, streams)", "pip install opencv-python-headless")
+    check("pillow", _version("PIL") is not None, _version("PIL") or "not installed (needed for image files)", "pip install pillow")
+    cams = _cameras(probe_cameras)
+    usable = [c["device"] for c in cams if c["usable"]]
+    check("cameras (OpenCV)", bool(usable) if cams else None,
+          (", ".join(f"{c['device']}{'' if c['usable'] is None else (' ok' if c['usable'] else ' not readable')}" for c in cams)
+           or "no /dev/video* devices"),
+          "check the cable, `ls -l /dev/video*`, and that your user is in the 'video' group")
+    pc = _version("picamera2")
+    check("picamera2", pc is not None if board and "Raspberry Pi" in board else None,
+          pc or "not installed", "sudo apt install python3-picamera2 (and create the venv with --system-site-packages)")
+    tf = runtimes["tensorflow"]
+    check("tensorflow (train/convert only)", None, tf or "not installed: fine on a device", None)
+    required_missing = [c for c in checks if c["status"] == "missing"]
+    return {
+        "mltool": __version__, "python": platform.python_version(), "arch": arch, "bits": bits,
+        "cores": os.cpu_count(), "memory_mib": _memory_mib(), "board": board,
+        "numpy": numpy_v, "runtime": {"active": active, "versions": runtimes},
+        "opencv": cv, "cameras": cams, "picamera2": pc, "checks": checks, "ok": not required_missing,
+    }
