@@ -181,3 +181,48 @@ def mjpeg():
     yield make
     for s in servers:
         s.stop()
+
+
+# --------------------------------------------------------------------------- deploy: real sshd
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory) -> dict:
+    from tests.sshd import SSHD, keygen
+
+    if not Path(SSHD).exists():
+        if os.environ.get("CI"):
+            pytest.fail("sshd is missing in CI: scripts/setup.sh should install openssh-server")
+        pytest.skip("openssh-server not installed")
+    d = tmp_path_factory.mktemp("keys")
+    key = keygen(d / "client_ed25519")
+    return {"key": key, "pub": d / "client_ed25519.pub"}
+
+
+@pytest.fixture
+def sshd(tmp_path, ssh_keys):
+    """Factory for real OpenSSH servers on loopback; all stopped at the end of the test."""
+    from tests.sshd import SshServer
+
+    servers = []
+
+    def make(name: str = "dev") -> SshServer:
+        s = SshServer(tmp_path / f"sshd-{name}", ssh_keys["pub"]).start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def deploy_args(tmp_path, ssh_keys) -> list[str]:
+    """Options every deploy test passes: throwaway key, known_hosts and device folder. The
+    device folder's venv is this test environment, as after `deploy --setup` (same machine)."""
+    import sys
+
+    root = tmp_path / "device" / "mltool"
+    root.mkdir(parents=True)
+    (root / "venv").symlink_to(Path(sys.prefix))
+    return ["--identity", str(ssh_keys["key"]), "--known-hosts", str(tmp_path / "known_hosts"), "--remote-dir", str(root)]

@@ -55,6 +55,14 @@ def convert(
     _render(console, result)
     if json_out:
         print_json(result.as_dict())
+    failed = result.failed()
+    if failed:
+        first = failed[0]
+        raise MltoolError(
+            f"{', '.join(m.mode for m in failed)} converted but {result.runtime or 'the runtime'} cannot run it: {first.error}"
+            f" (other modes were written to {result.out_dir})",
+            "use another mode for this model; int16x8 support in LiteRT is incomplete for some layers",
+        )
     if max_drop is not None:
         worst = result.worst_drop()
         if worst is not None and worst[1] > max_drop:
@@ -80,6 +88,10 @@ def _render(console: Any, result: Any) -> None:
     table.add_row(ref["name"], "float32", size(ref["size_bytes"]), "", fmt_pct(ref["accuracy"]), "", "", "", style="dim")
     for m in result.modes:
         drop = "-" if m.drop_points is None else f"{m.drop_points:+.2f} pt"
+        if m.error:
+            table.add_row(m.mode, f"{m.input_dtype}/{m.output_dtype}", size(m.size_bytes), f"{m.size_vs_float32:.2f}x",
+                          "[red]cannot run[/red]", "", "", "", style="red")
+            continue
         table.add_row(
             m.mode, f"{m.input_dtype}/{m.output_dtype}", size(m.size_bytes), f"{m.size_vs_float32:.2f}x",
             fmt_pct(m.accuracy), drop, fmt_pct(m.agreement), f"{m.latency_ms_median:.3f}",

@@ -76,8 +76,9 @@ class ModeResult:
     accuracy: float | None
     drop_points: float | None
     agreement: float | None
-    latency_ms_median: float
+    latency_ms_median: float | None
     convert_seconds: float
+    error: str | None = None  # converted, but the runtime cannot run it
 
 
 @dataclass
@@ -97,6 +98,9 @@ class ConvertResult:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return d
+
+    def failed(self) -> list[ModeResult]:
+        return [m for m in self.modes if m.error]
 
     def worst_drop(self) -> tuple[str, float] | None:
         drops = [(m.mode, m.drop_points) for m in self.modes if m.drop_points is not None]
@@ -145,7 +149,7 @@ def _prepare_data(cfg: ConvertConfig, src: SourceModel, input_shape: tuple[int, 
             calib_desc = f"{len(keep)} training samples of {info['dataset']['name']} (from mltool.json)"
     if cfg.calib is not None:
         mean, std = normalization_from(info, cfg.mean, cfg.std)
-        files = list_sample_files(cfg.calib)
+        files = list_sample_files(cfg.calib, input_shape)
         pick = _subsample(len(files), cfg.calib_samples, cfg.seed)
         raw = np.stack([load_sample(files[i], input_shape) for i in pick])
         calib = normalize(raw, mean, std)
@@ -298,7 +302,17 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
         payload = embed_metadata(raw, _metadata(src, cfg, mode, io_type, input_shape, labels))
         path = out_dir / f"{src.name}_{FILE_TAG[mode]}.tflite"
         atomic_write_bytes(path, payload)
-        model = load_model(path, threads=cfg.threads)
+        try:
+            model = load_model(path, threads=cfg.threads)
+        except ModelError as exc:  # e.g. LiteRT refusing an int16x8 depthwise conv
+            log(f"{mode}: converted, but the runtime cannot run it")
+            fi = parse_model(payload, str(path))
+            results.append(ModeResult(
+                mode=mode, path=str(path), size_bytes=len(payload), size_vs_float32=round(len(payload) / float_size, 4),
+                input_dtype=fi.inputs[0].dtype, output_dtype=fi.outputs[0].dtype, accuracy=None, drop_points=None,
+                agreement=None, latency_ms_median=None, convert_seconds=round(seconds, 2), error=exc.message,
+            ))
+            continue
         runtime = f"{model.runtime} {model.runtime_version}"
         acc = drop = agree = None
         if data.x_eval is not None:

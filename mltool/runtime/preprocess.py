@@ -33,8 +33,10 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((x.astype(np.float32) - mean) / std).astype(np.float32)
 
 
-def list_sample_files(root: str | Path) -> list[Path]:
-    """Image or signal files under ``root`` (recursively), or ``root`` itself if it is a file."""
+def list_sample_files(root: str | Path, input_shape: tuple[int, ...]) -> list[Path]:
+    """The files under ``root`` (recursively) that can feed a model with ``input_shape``:
+    images for (H, W, C) inputs, .npy/.csv signals for (W, 1) inputs. Other files (READMEs,
+    dataset markers) are ignored."""
     from mltool.data.images import image_extensions
     from mltool.data.signals import SIGNAL_EXTENSIONS
 
@@ -43,10 +45,12 @@ def list_sample_files(root: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise DataError(f"{root} does not exist", "pass a folder of images or signal files")
-    exts = image_extensions() | SIGNAL_EXTENSIONS
+    images = len(input_shape) == 3
+    exts = image_extensions() if images else SIGNAL_EXTENSIONS - {".txt"}
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
     if not files:
-        raise DataError(f"{root} holds no images or signal files", "add .png/.jpg images or .npy/.csv signals")
+        what = "images" if images else "signal files (.npy/.csv)"
+        raise DataError(f"{root} holds no {what} for a model with input {list(input_shape)}", f"put {what} in it")
     return files
 
 

@@ -270,3 +270,37 @@ def test_bad_options(cli, digits_run):
     assert r.exit_code == 2 and "unknown quantization mode 'int4'" in r.stderr
     r = cli(["convert", digits_run, "-q", "dynamic", "--io", "uint8"])
     assert r.exit_code == 2 and "--io applies to --quantize int8 only" in r.stderr
+
+
+def test_calib_folder_ignores_non_sample_files(cli, digits_run, tmp_path):
+    calib = tmp_path / "calib"
+    (calib / "sub").mkdir(parents=True)
+    for i in range(6):
+        Image.new("L", (8, 8), 40 * i).save(calib / "sub" / f"{i}.png")
+    (calib / "SYNTHETIC.txt").write_text("marker, not a sample")
+    (calib / "README.md").write_text("notes")
+    r = cli(["convert", digits_run, "-q", "int8", "--calib", calib, "--out", tmp_path / "out", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["calibration"] == f"6 files from {calib}"
+
+
+def test_mode_the_runtime_refuses_is_reported_not_fatal(cli, digits_run, tmp_path, monkeypatch):
+    # LiteRT refuses some int16x8 models (seen with MobileNetV2's depthwise convs); simulate the refusal.
+    import mltool.runtime.interpreter as rt
+    from mltool.errors import ModelError
+
+    real = rt.load_model
+
+    def picky(path, threads=None):
+        if "int16x8" in str(path):
+            raise ModelError(f"ai_edge_litert could not load {path} (Node number 15 (DEPTHWISE_CONV_2D) failed to prepare.)", "x")
+        return real(path, threads)
+
+    monkeypatch.setattr(rt, "load_model", picky)
+    r = cli(["convert", digits_run, "-q", "all", "--out", tmp_path, "--json"])
+    assert r.exit_code == 1
+    modes = {m["mode"]: m for m in r.json()["modes"]}
+    assert modes["int16x8"]["error"].startswith("ai_edge_litert could not load") and modes["int16x8"]["accuracy"] is None
+    assert all(modes[m]["error"] is None and modes[m]["accuracy"] is not None for m in ("none", "float16", "dynamic", "int8"))
+    assert "Error: int16x8 converted but" in r.stderr and "cannot run" in r.stderr
+    assert len(list(tmp_path.glob("*.tflite"))) == 5

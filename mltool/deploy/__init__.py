@@ -1,0 +1,1 @@
+"""Deploy models to devices over SSH: atomic releases, probes, rollback, fleets."""

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from mltool.errors import MltoolError
+
+EXIT_FAILED = 3  # some hosts failed
+EXIT_UNREACHABLE = 4  # some hosts unreachable (none failed)
+
+
+class DeployError(MltoolError):
+    """The device answered, but the deploy (or a command) failed."""
+
+    exit_code = EXIT_FAILED
+
+
+class UnreachableError(MltoolError):
+    """Could not connect or authenticate."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class HostKeyError(UnreachableError):
+    """Unknown or changed host key: refused."""

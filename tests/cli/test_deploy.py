@@ -1,0 +1,316 @@
+"""`mltool deploy` against real OpenSSH servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sshd import fingerprint
+
+
+@pytest.fixture(scope="session")
+def two_models(converted_digits) -> dict:
+    modes = {m["mode"]: Path(m["path"]) for m in converted_digits["modes"]}
+    return {"a": modes["int8"], "b": modes["float32" if "float32" in modes else "none"]}
+
+
+def _device(tmp_path: Path, name: str = "digits") -> Path:
+    return tmp_path / "device" / "mltool" / "models" / name
+
+
+def _current(tmp_path: Path, name: str = "digits") -> str:
+    return os.readlink(_device(tmp_path, name) / "current").split("/")[-1]
+
+
+def test_first_contact_refused_then_trusted(cli, sshd, deploy_args, two_models, tmp_path):
+    server = sshd()
+    r = cli(["deploy", server.target, two_models["a"], *deploy_args, "--json"])
+    assert r.exit_code == 4
+    host = r.json()["hosts"][0]
+    assert host["status"] == "unreachable" and host["bytes_sent"] == 0
+    assert f"unknown host key for [127.0.0.1]:{server.port} (ssh-ed25519 {server.fingerprint})" in host["message"]
+    assert "--trust-new-host" in host["message"]
+    assert not (tmp_path / "known_hosts").exists() and not _device(tmp_path).exists()
+    assert server.fingerprint.startswith("SHA256:")
+
+    r = cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host", "--json"])
+    assert r.exit_code == 0, r.stderr
+    host = r.json()["hosts"][0]
+    assert host["status"] == "changed" and host["bytes_sent"] == two_models["a"].stat().st_size
+    assert host["probe"]["runtime"] == "ai_edge_litert" and host["probe"]["inputs"] == [[1, 8, 8, 1]]
+    assert f"[127.0.0.1]:{server.port} ssh-ed25519 " in (tmp_path / "known_hosts").read_text()
+    rel = _device(tmp_path) / "releases" / host["release"]
+    assert (rel / "model.tflite").read_bytes() == two_models["a"].read_bytes()
+    assert _current(tmp_path) == host["release"]
+
+
+def test_changed_host_key_always_refused(cli, sshd, deploy_args, two_models, tmp_path):
+    server = sshd()
+    assert cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host"]).exit_code == 0
+    old = server.fingerprint
+    server.stop()
+    server.new_host_key()
+    server.start()
+    r = cli(["deploy", server.target, two_models["b"], *deploy_args, "--trust-new-host", "--json"])
+    assert r.exit_code == 4
+    msg = r.json()["hosts"][0]["message"]
+    assert "HOST KEY CHANGED" in msg and old in msg and server.fingerprint in msg and "ssh-keygen -R" in msg
+
+
+def test_deploy_unchanged_second_model_releases_and_rollback(cli, sshd, deploy_args, two_models, tmp_path):
+    server = sshd()
+    base = [*deploy_args, "--trust-new-host"]
+    a = cli(["deploy", server.target, two_models["a"], *base, "--json"]).json()["hosts"][0]
+    again = cli(["deploy", server.target, two_models["a"], *base, "--json"]).json()["hosts"][0]
+    assert again["status"] == "unchanged" and again["bytes_sent"] == 0 and again["release"] == a["release"]
+    b = cli(["deploy", server.target, two_models["b"], *base, "--json"]).json()["hosts"][0]
+    assert b["status"] == "changed" and b["previous"] == a["release"] and _current(tmp_path) == b["release"]
+    other = cli(["deploy", server.target, two_models["a"], *base, "--name", "second", "--json"]).json()["hosts"][0]
+    assert other["status"] == "changed" and _current(tmp_path, "second") == a["release"]
+
+    conn = [a_ for a_ in deploy_args if a_ != "--trust-new-host"]
+    rel = cli(["releases", server.target, *conn, "--json"]).json()
+    assert set(rel["models"]) == {"digits", "second"}
+    digits = rel["models"]["digits"]
+    assert [r["id"] for r in digits["releases"]] == [a["release"], b["release"]] and digits["current"] == b["release"]
+    assert digits["releases"][0]["task"] == "digits" and digits["releases"][0]["quantization"] == "int8"
+
+    r = cli(["rollback", server.target, "--name", "digits", *conn, "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert r.json() == {"host": f"127.0.0.1:{server.port}", "name": "digits", "current": a["release"], "previous": b["release"]}
+    assert _current(tmp_path) == a["release"]
+    r = cli(["rollback", server.target, "--name", "digits", "--to", b["release"][:6], *conn, "--json"])
+    assert r.json()["current"] == b["release"] and _current(tmp_path) == b["release"]
+    r = cli(["rollback", server.target, "--name", "digits", "--to", "ffff", *conn])
+    assert r.exit_code == 2 and "release 'ffff' does not exist" in r.stderr
+    r = cli(["rollback", server.target, *conn])
+    assert r.exit_code == 2 and "has 2 models (digits, second)" in r.stderr
+
+
+def test_keep_prunes_old_releases(cli, sshd, deploy_args, two_models, converted_digits, tmp_path):
+    server = sshd()
+    paths = [Path(m["path"]) for m in converted_digits["modes"]][:4]
+    for p in paths:
+        assert cli(["deploy", server.target, p, *deploy_args, "--trust-new-host", "--name", "m", "--keep", "2"]).exit_code == 0
+    releases = sorted(p.name for p in (_device(tmp_path, "m") / "releases").iterdir())
+    assert len(releases) == 2 and _current(tmp_path, "m") in releases
+
+
+@pytest.fixture(scope="session")
+def big_model(tmp_path_factory) -> Path:
+    """A valid ~14 MB float32 .tflite (one big Dense layer)."""
+    from mltool._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(3500), keras.layers.Dense(2, activation="softmax")])
+    path = tmp_path_factory.mktemp("big") / "big.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    assert path.stat().st_size > 13_000_000
+    return path
+
+
+def test_upload_killed_half_way_leaves_current_intact(cli, sshd, deploy_args, two_models, big_model, tmp_path):
+    server = sshd()
+    first = cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host", "--name", "big", "--json"])
+    assert first.exit_code == 0, first.stderr
+    good = _current(tmp_path, "big")
+    releases = _device(tmp_path, "big") / "releases"
+    proc = subprocess.Popen([sys.executable, "-m", "mltool", "deploy", server.target, str(big_model), *deploy_args, "--name", "big"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    total = big_model.stat().st_size
+    seen = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        parts = list(releases.glob(".tmp-*/model.tflite.part"))
+        if parts:
+            seen = parts[0].stat().st_size
+            if 0 < seen < total:
+                proc.kill()
+                break
+        time.sleep(0.002)
+    proc.wait()
+    assert 0 < seen < total, "did not catch the upload in flight"
+    assert _current(tmp_path, "big") == good
+    assert [p.name for p in releases.iterdir() if not p.name.startswith(".")] == [good]
+    assert list(releases.glob(".tmp-*"))  # the stale upload is still there...
+    r = cli(["deploy", server.target, big_model, *deploy_args, "--name", "big", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert not list(releases.glob(".tmp-*"))  # ...and the next deploy removed it
+    assert _current(tmp_path, "big") == r.json()["hosts"][0]["release"]
+
+
+@pytest.fixture(scope="session")
+def unrunnable_model(converted_digits, tmp_path_factory) -> Path:
+    """Parses as TFLite, but names an operator no runtime has: only the device can tell."""
+    from mltool._tf import import_tensorflow
+
+    import_tensorflow()
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    src = next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(src.read_bytes()), 0)
+    model.operatorCodes[0].builtinCode = 250
+    model.operatorCodes[0].deprecatedBuiltinCode = 127
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path_factory.mktemp("bad") / "unrunnable.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def test_model_failing_probe_never_becomes_current(cli, sshd, deploy_args, two_models, unrunnable_model, tmp_path):
+    server = sshd()
+    assert cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host"]).exit_code == 0
+    good = _current(tmp_path)
+    r = cli(["deploy", server.target, unrunnable_model, *deploy_args, "--name", "digits", "--json"])
+    assert r.exit_code == 3
+    host = r.json()["hosts"][0]
+    assert host["status"] == "failed"
+    assert host["message"].startswith(f"probe failed on 127.0.0.1:{server.port}: ai_edge_litert could not run the model")
+    assert "250" in host["message"]
+    assert _current(tmp_path) == good
+    assert [p.name for p in (_device(tmp_path) / "releases").iterdir()] == [good]
+
+
+def test_unreachable_and_silent_hosts_fail_within_timeout(cli, deploy_args, two_models):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port_closed = closed.getsockname()[1]
+    closed.close()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)  # accepts, never speaks SSH
+    t0 = time.monotonic()
+    r = cli(["deploy", f"127.0.0.1:{port_closed}", f"127.0.0.1:{silent.getsockname()[1]}", two_models["a"],
+             *deploy_args, "--timeout", "1.5", "--json"])
+    elapsed = time.monotonic() - t0
+    silent.close()
+    assert r.exit_code == 4
+    hosts = r.json()["hosts"]
+    assert [h["status"] for h in hosts] == ["unreachable", "unreachable"]
+    assert all("cannot reach" in h["message"] for h in hosts)
+    assert elapsed < 10
+
+
+def test_fleet_inventory_limit_and_one_host_down(cli, sshd, deploy_args, two_models, tmp_path):
+    servers = [sshd(f"pi{i}") for i in range(4)]
+    servers[2].stop()
+    inv = tmp_path / "inventory.yml"
+    lines = ["hosts:"]
+    for i, s in enumerate(servers):
+        labels = "[camera, kitchen]" if i < 2 else "[camera]"
+        lines.append(f"  pi{i}: {{address: 127.0.0.1, port: {s.port}, labels: {labels}}}")
+    lines += ["groups:", "  indoor: [pi0, pi1]", "  outdoor: [pi2, pi3]"]
+    inv.write_text("\n".join(lines) + "\n")
+    # each server has its own device folder so results are per host
+    r = cli(["deploy", "--inventory", inv, two_models["a"], *deploy_args, "--trust-new-host", "--parallel", "4", "--json"])
+    assert r.exit_code == 4, r.stderr
+    res = r.json()
+    status = {h["host"].split(" ")[0]: h["status"] for h in res["hosts"]}
+    # All four "devices" are this machine and share one folder: exactly one deploy switches it,
+    # the concurrent others find it current (this also proves concurrent deploys do not collide).
+    assert status["pi2"] == "unreachable"
+    assert sorted(status[h] for h in ("pi0", "pi1", "pi3")) in (["changed", "unchanged", "unchanged"],
+                                                               ["changed", "changed", "unchanged"],
+                                                               ["changed", "changed", "changed"])
+    assert res["counts"]["unreachable"] == 1
+    assert "unreachable" in r.stderr and "pi2" in r.stderr
+
+    r = cli(["deploy", "--inventory", inv, "--limit", "kitchen", two_models["b"], *deploy_args, "--json"])
+    assert r.exit_code == 0 and sorted(h["host"].split(" ")[0] for h in r.json()["hosts"]) == ["pi0", "pi1"]
+    r = cli(["deploy", "--inventory", inv, "--limit", "kitchn", two_models["b"], *deploy_args])
+    assert r.exit_code == 2 and "did you mean 'kitchen'" in r.stderr
+
+
+def test_canary_batch_stops_rollout(cli, sshd, deploy_args, two_models, tmp_path):
+    servers = [sshd(f"c{i}") for i in range(4)]
+    servers[0].stop()
+    targets = [s.target for s in servers]
+    r = cli(["deploy", *targets, two_models["a"], *deploy_args, "--trust-new-host", "--batch", "1,100%", "--json"])
+    assert r.exit_code == 4
+    res = r.json()
+    assert res["batches"] == [1, 3] and res["stopped_early"] is True
+    assert [h["status"] for h in res["hosts"]] == ["unreachable", "skipped", "skipped", "skipped"]
+    assert "rollout stopped after batch 1" in res["hosts"][1]["message"]
+    r = cli(["deploy", *targets, two_models["a"], *deploy_args, "--trust-new-host", "--batch", "1,100%", "--max-fail-pct", "30", "--json"])
+    statuses = [h["status"] for h in r.json()["hosts"]]
+    assert statuses[0] == "unreachable" and set(statuses[1:]) <= {"changed", "unchanged"} and "changed" in statuses
+
+
+def test_ssh_config_alias(cli, sshd, ssh_keys, deploy_args, two_models, tmp_path, monkeypatch):
+    server = sshd()
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host kitchen-pi\n  HostName 127.0.0.1\n  Port {server.port}\n  IdentityFile {ssh_keys['key']}\n")
+    monkeypatch.setenv("MLTOOL_SSH_CONFIG", str(cfg))
+    args = deploy_args[2:]  # no --identity: the key comes from the ssh config
+    r = cli(["deploy", "kitchen-pi", two_models["a"], *args, "--trust-new-host", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["hosts"][0]["host"] == "kitchen-pi:" + str(server.port)
+
+
+def test_service_without_systemd_is_a_clear_failure(cli, sshd, deploy_args, two_models):
+    server = sshd()
+    r = cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host",
+             "--service", "infer --camera --alert-threshold 0.8", "--json"])
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("this machine runs systemd")
+    assert r.exit_code == 3
+    msg = r.json()["hosts"][0]["message"]
+    assert "systemd is not running on 127.0.0.1" in msg and "--service cannot install a unit" in msg
+
+
+def test_service_unit_rendering():
+    from mltool.deploy.service import render_unit
+
+    unit = render_unit("~/mltool", "fire", "infer --camera --alert-threshold 0.8", "/home/pi")
+    assert "ExecStart=/home/pi/mltool/venv/bin/mltool infer /home/pi/mltool/models/fire/current/model.tflite --camera --alert-threshold 0.8" in unit
+    assert "Restart=on-failure" in unit and "WantedBy=default.target" in unit
+
+
+def test_remote_bench_shows_device_numbers(cli, sshd, deploy_args, two_models, tmp_path):
+    server = sshd()
+    r = cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host", "--bench", "--json"])
+    assert r.exit_code == 0, r.stderr
+    bench = r.json()["hosts"][0]["bench"]["rows"][0]
+    assert bench["model"].endswith("models/digits/current/model.tflite") and bench["median_ms"] > 0
+    assert "on-device bench (ai_edge_litert" in r.stderr
+
+
+def test_bare_device_without_runtime_or_mltool(cli, sshd, deploy_args, two_models, tmp_path):
+    server = sshd()
+    bare = deploy_args[:-1] + [str(tmp_path / "bare-device" / "mltool")]  # no venv there
+    r = cli(["deploy", server.target, two_models["a"], *bare, "--trust-new-host", "--json"])
+    if r.exit_code == 0:
+        pytest.skip("this machine's system python3 has a TFLite runtime")
+    assert r.exit_code == 3
+    msg = r.json()["hosts"][0]["message"]
+    assert "probe failed on" in msg and "no TFLite runtime on the device" in msg and "--setup" in msg
+    assert not (tmp_path / "bare-device" / "mltool" / "models" / "digits" / "current").exists()
+    r = cli(["deploy", server.target, two_models["a"], *bare, "--no-probe", "--bench", "--json"])
+    assert r.exit_code == 3
+    assert "mltool is not installed on" in r.json()["hosts"][0]["message"]
+
+
+def test_target_parsing(monkeypatch, tmp_path):
+    from mltool.deploy.ssh import parse_target
+    from mltool.errors import ConfigError
+
+    monkeypatch.setenv("MLTOOL_SSH_CONFIG", str(tmp_path / "none"))
+    t = parse_target("pi@raspberrypi.local:2222")
+    assert (t.user, t.hostname, t.port) == ("pi", "raspberrypi.local", 2222)
+    assert parse_target("[::1]:22").hostname == "::1"
+    with pytest.raises(ConfigError):
+        parse_target("a b@c")
