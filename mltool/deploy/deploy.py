@@ -18,7 +18,7 @@ from typing import Any
 
 from mltool import __version__
 from mltool.deploy.errors import DeployError, UnreachableError
-from mltool.deploy.ssh import Session, parse_target
+from mltool.deploy.ssh import Session, parse_target, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
 
 PREFERRED = ("model_int8.tflite", "model_dynamic.tflite", "model_float16.tflite", "model_float32.tflite", "model_int16x8.tflite")
@@ -107,33 +107,19 @@ class Device:
         self._ops = _source("remote_ops.py")
 
     def op(self, op_name: str, what: str | None = None, **args: Any) -> dict[str, Any]:
-        r = self.s.python(self._ops, op_name, json.dumps({"root": self.root, **args}), what=what or op_name)
+        # The device's venv Python when it exists (a plain binary, and the one with the runtime),
+        # else python3 from PATH: chosen by the remote shell, so no extra round trip.
+        venv = f"{self.root}/venv/bin/python"
+        cmd = (f"P={qpath(venv)}; [ -x \"$P\" ] || P=python3; \"$P\" -c {shlex.quote(self._ops)} "
+               f"{shlex.quote(op_name)} {shlex.quote(json.dumps({'root': self.root, **args}))}")
+        r = self.s.run(cmd, what=what or op_name)
         try:
             return json.loads(r.out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise DeployError(f"unexpected answer from {self.s.target.label} to '{op_name}': {r.out[:200]!r}", "is python3 installed on the device?") from None
 
-    def python_for_probe(self) -> str:
-        venv = f"{self.root}/venv/bin/python"
-        r = self.s.run(f"test -x {_q(venv)} && echo {_q(venv)} || command -v python3", check=False, what="find python")
-        return r.out.strip().splitlines()[-1] if r.out.strip() else "python3"
 
-    def probe(self, name: str, release: str) -> dict[str, Any]:
-        path = f"{self.root}/models/{name}/releases/{release}/model.tflite"
-        interp = self.python_for_probe()
-        r = self.s.python(_source("probe_script.py"), path, interpreter=interp, check=False, what="probe", timeout=self.s.command_timeout)
-        if r.rc != 0:
-            msg = (r.err.strip() or r.out.strip() or f"exit {r.rc}").splitlines()[-1]
-            raise DeployError(f"probe failed on {self.s.target.label}: {msg}",
-                              "the model was not made current; check it with `mltool inspect` and the device's runtime (`mltool doctor` there)")
-        return json.loads(r.out.strip().splitlines()[-1])
-
-
-def _q(s: str) -> str:
-    # keep a leading ~/ expandable by the remote shell, quote the rest
-    if s.startswith("~/"):
-        return "~/" + shlex.quote(s[2:])
-    return shlex.quote(s)
+_q = qpath
 
 
 def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) -> HostResult:
@@ -173,35 +159,37 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
 
 
 def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostResult) -> None:
+    """Two round trips and the upload: prepare; put (only if the content is not there); finish
+    (verify, commit, probe, switch, prune — on the device, in one step)."""
     prep = dev.op("prepare", name=art.name, id=art.release_id, sha256=art.sha256)
     res.release, res.previous = art.release_id, prep["current"]
+    if prep["present"] and prep["current"] == art.release_id:
+        res.status, res.message = "unchanged", "already current"
+        return
     if not prep["present"]:
         if prep["free_bytes"] < art.size * 2:
             dev.s.run(f"rm -rf {_q(prep['tmp'])}", check=False)
             raise DeployError(f"{dev.s.target.label} has only {prep['free_bytes']} bytes free for a {art.size}-byte model",
                               "free space on the device or prune releases (--keep)")
         dev.s.put(art.path, f"{prep['tmp']}/model.tflite.part")
-        manifest = {
-            "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
-            "task": (art.metadata or {}).get("task"), "quantization": ((art.metadata or {}).get("quantization") or {}).get("mode"),
-            "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
-        }
-        dev.op("commit", what="verify upload", name=art.name, tmp=prep["tmp"], id=art.release_id, sha256=art.sha256, manifest=manifest)
-    if prep["current"] == art.release_id:
+    manifest = {
+        "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
+        "task": (art.metadata or {}).get("task"), "quantization": ((art.metadata or {}).get("quantization") or {}).get("mode"),
+        "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
+    }
+    done = dev.op("finish", what="verify, probe and switch", name=art.name, id=art.release_id, sha256=art.sha256,
+                  tmp=None if prep["present"] else prep["tmp"], manifest=manifest, keep=max(1, cfg.keep),
+                  probe_source=_source("probe_script.py") if cfg.probe else None, probe_timeout=cfg.command_timeout)
+    if done["status"] == "unchanged":  # a concurrent deploy switched it first
         res.status, res.message = "unchanged", "already current"
         return
-    if cfg.probe:
-        try:
-            res.probe = dev.probe(art.name, art.release_id)
-        except DeployError:
-            if not prep["present"]:
-                dev.op("discard", name=art.name, id=art.release_id)
-            raise
-    dev.op("switch", name=art.name, id=art.release_id)
-    pruned = dev.op("prune", name=art.name, keep=max(1, cfg.keep))["pruned"]
+    if done["status"] == "probe_failed":
+        raise DeployError(f"probe failed on {dev.s.target.label}: {done['message']}",
+                          "the model was not made current; check it with `mltool inspect` and the device's runtime (`mltool doctor` there)")
+    res.probe = done["probe"]
     res.status = "changed"
     res.message = f"current -> {art.release_id}" + (f" (was {prep['current']})" if prep["current"] else "") + \
-        (f"; pruned {len(pruned)}" if pruned else "")
+        (f"; pruned {len(done['pruned'])}" if done["pruned"] else "")
 
 
 def _remote_bench(session: Session, root: str, name: str) -> dict[str, Any]:

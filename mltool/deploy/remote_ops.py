@@ -187,7 +187,42 @@ def op_prune(a):
     return {"pruned": [r["id"] for r in doomed]}
 
 
-OPS = {"state": op_state, "names": op_names, "prepare": op_prepare, "commit": op_commit,
+def op_finish(a):
+    """After the upload, in one round trip: verify + commit (if uploaded), probe with the
+    device's best Python, switch current atomically, prune. A failed probe discards the new
+    release and leaves current alone."""
+    import subprocess
+
+    base, rel, cur = _dirs(a["root"], a["name"])
+    committed = False
+    if a.get("tmp"):
+        op_commit(a)
+        committed = True
+    current = _current(cur)
+    if current == a["id"]:
+        return {"status": "unchanged", "current": current}
+    probe = None
+    if a.get("probe_source"):
+        venv_py = os.path.join(os.path.expanduser(a["root"]), "venv", "bin", "python")
+        py = venv_py if os.access(venv_py, os.X_OK) else sys.executable
+        model = os.path.join(rel, a["id"], "model.tflite")
+        try:
+            p = subprocess.run([py, "-c", a["probe_source"], model], capture_output=True, text=True, timeout=a.get("probe_timeout", 120))
+            rc, out, err = p.returncode, p.stdout, p.stderr
+        except subprocess.TimeoutExpired:
+            rc, out, err = -1, "", "probe timed out after %ss" % a.get("probe_timeout", 120)
+        if rc != 0:
+            if committed:
+                shutil.rmtree(os.path.join(rel, a["id"]), ignore_errors=True)
+            lines = (err.strip() or out.strip() or "exit %d" % rc).splitlines()
+            return {"status": "probe_failed", "message": lines[-1], "current": current}
+        probe = json.loads(out.strip().splitlines()[-1])
+    sw = op_switch(a)
+    pruned = op_prune(a)["pruned"]
+    return {"status": "changed", "current": a["id"], "previous": sw["previous"], "probe": probe, "pruned": pruned}
+
+
+OPS = {"finish": op_finish, "state": op_state, "names": op_names, "prepare": op_prepare, "commit": op_commit,
        "switch": op_switch, "discard": op_discard, "prune": op_prune}
 
 if __name__ == "__main__":

@@ -13,6 +13,18 @@ from typing import Any
 from mltool.deploy.errors import DeployError
 from mltool.deploy.ssh import Session
 
+VERSIONS = """
+import json
+from importlib.metadata import PackageNotFoundError, version
+out = {}
+for dist in ("mltool", "numpy", "ai-edge-litert", "tflite-runtime", "opencv-python-headless", "pillow"):
+    try:
+        out[dist] = version(dist)
+    except PackageNotFoundError:
+        pass
+print(json.dumps(out))
+"""
+
 PROBE = "import json,platform,struct,sys;print(json.dumps({'python':platform.python_version(),'ok':sys.version_info>=(3,10),'machine':platform.machine(),'bits':struct.calcsize('P')*8}))"
 
 
@@ -54,9 +66,7 @@ def setup_device(session: Session, root: str) -> dict[str, Any]:
     extra = "" if not arm32 else " 'tflite-runtime' 'numpy<2' pillow opencv-python-headless flatbuffers"
     session.run(f"{_q(venv)}/bin/pip install -q --disable-pip-version-check {_q(spec)}{extra}",
                 what="pip install", timeout=1800)
-    versions = session.run(
-        f"{_q(venv)}/bin/python -c {_q('import json,importlib.metadata as m;print(json.dumps({p: m.version(p) for p in (\"mltool\",\"numpy\",\"ai-edge-litert\",\"opencv-python-headless\") if __import__(\"importlib.util\").util.find_spec(p.replace(\"-\",\"_\").replace(\"opencv_python_headless\",\"cv2\").replace(\"ai_edge_litert\",\"ai_edge_litert\"))}))')}",
-        what="report versions", check=False).out
+    versions = session.python(VERSIONS, interpreter=f"{venv}/bin/python", what="report versions", check=False).out
     try:
         installed = json.loads(versions.strip().splitlines()[-1])
     except (ValueError, IndexError):

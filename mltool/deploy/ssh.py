@@ -73,6 +73,13 @@ def parse_target(spec: str, *, port: int | None = None, identity: Path | None = 
     )
 
 
+def qpath(path: str) -> str:
+    """Shell-quote a remote path but keep a leading ~/ for the remote shell to expand."""
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
 def fingerprint(key: Any) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
@@ -198,7 +205,7 @@ class Session:
 
     def python(self, script: str, *args: str, interpreter: str = "python3", timeout: float | None = None,
                what: str | None = None, check: bool = True) -> CommandResult:
-        cmd = " ".join([interpreter, "-c", shlex.quote(script), *map(shlex.quote, args)])
+        cmd = " ".join([qpath(interpreter), "-c", shlex.quote(script), *map(shlex.quote, args)])
         return self.run(cmd, timeout=timeout, what=what, check=check)
 
     def put(self, local: Path, remote: str) -> int:

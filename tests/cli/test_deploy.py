@@ -314,3 +314,28 @@ def test_target_parsing(monkeypatch, tmp_path):
     assert parse_target("[::1]:22").hostname == "::1"
     with pytest.raises(ConfigError):
         parse_target("a b@c")
+
+
+@pytest.mark.slow
+def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_path):
+    """Builds mltool's wheel here, pushes it, creates ROOT/venv there and installs mltool[device]."""
+    server = sshd()
+    fresh = deploy_args[:-1] + [str(tmp_path / "fresh-device" / "mltool")]
+    r = cli(["deploy", server.target, two_models["a"], *fresh, "--trust-new-host", "--setup", "--bench", "--json"])
+    assert r.exit_code == 0, r.stderr
+    host = r.json()["hosts"][0]
+    setup = host["setup"]
+    assert setup["installed"]["mltool"] == "0.1.0" and "ai-edge-litert" in setup["installed"]
+    assert setup["venv"].endswith("fresh-device/mltool/venv")
+    assert (tmp_path / "fresh-device" / "mltool" / "venv" / "bin" / "mltool").exists()
+    assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["median_ms"] > 0
+    assert "set up Python" in r.stderr
+
+
+def test_logs_without_systemd(cli, sshd, deploy_args, two_models):
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("this machine runs systemd")
+    server = sshd()
+    assert cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host"]).exit_code == 0
+    r = cli(["logs", server.target, "--name", "digits", *deploy_args[:4]])
+    assert r.exit_code == 3 and "systemd is not running on 127.0.0.1" in r.stderr
