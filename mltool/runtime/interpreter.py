@@ -82,6 +82,17 @@ class LoadedModel:
         self.interpreter.invoke()
         return [dequantize(self.interpreter.get_tensor(o.index), o) for o in self.outputs]
 
+    def run_prepared(self, x: np.ndarray) -> list[np.ndarray]:
+        """One invoke on input already in the tensor's own dtype (e.g. from a pixel LUT)."""
+        spec = self.inputs[0]
+        if tuple(x.shape) != spec.shape:
+            self.interpreter.resize_tensor_input(spec.index, list(x.shape))
+            self.interpreter.allocate_tensors()
+            spec = self.inputs[0]
+        self.interpreter.set_tensor(spec.index, x)
+        self.interpreter.invoke()
+        return [dequantize(self.interpreter.get_tensor(o.index), o) for o in self.outputs]
+
     def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """First output for many samples, in batches (falls back to one sample at a time)."""
         outs = []

@@ -40,6 +40,7 @@ class ModelIO:
     labels: list[str] | None
     rate_hz: float | None
     detection_outputs: dict[str, int] | None = None
+    pixel_lut: np.ndarray | None = None  # uint8 pixel -> model input value (normalised, quantized)
 
     @property
     def window(self) -> int | None:
@@ -116,23 +117,49 @@ def resolve_io(model: LoadedModel, *, labels: Path | None = None, mean: list[flo
                           "use --task classify, or a detection model")
     chosen = "detection" if (task == "detect" or (task == "auto" and det is not None)) else "classification"
     rate = (meta.get("input") or {}).get("rate_hz")
+    lut = None
+    if kind == "image" and not raw:
+        from mltool.runtime.quant import pixel_lut
+
+        if inp.quantized or inp.dtype == np.dtype(np.float32):
+            lut = pixel_lut(np.asarray(m, np.float32), np.asarray(s, np.float32), inp, shape[-1])
     return ModelIO(kind, chosen, shape,
                    None if raw else np.asarray(m, np.float32), None if raw else np.asarray(s, np.float32),
-                   raw, label_list, rate, det if chosen == "detection" else None)
+                   raw, label_list, rate, det if chosen == "detection" else None, lut)
+
+
+def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Downscale by halving with a Gaussian pyramid while >= 2x too big, then bilinear: close to
+    area averaging (no aliasing) at a quarter of INTER_AREA's cost on 640x480 -> 224x224."""
+    import cv2
+
+    while img.shape[0] >= 2 * h and img.shape[1] >= 2 * w:
+        img = cv2.pyrDown(img)
+    if img.shape[0] != h or img.shape[1] != w:
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return img
 
 
 def preprocess_image(img: np.ndarray, io: ModelIO) -> np.ndarray:
-    """RGB uint8 frame -> (1, H, W, C) model input (real values, or raw pixels for raw mode)."""
+    """RGB uint8 frame -> (1, H, W, C) model input. With a pixel LUT the result is already in the
+    input tensor's dtype (normalised and quantized in one table lookup); raw mode gives pixels."""
     import cv2
 
     h, w, c = io.shape
-    if img.shape[0] != h or img.shape[1] != w:
-        interp = cv2.INTER_AREA if img.shape[0] > h or img.shape[1] > w else cv2.INTER_LINEAR
-        img = cv2.resize(img, (w, h), interpolation=interp)
+    img = resize(img, w, h)
     if c == 1:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
     if io.raw_quantized:
         return img[None]
+    if io.pixel_lut is not None:
+        lut = io.pixel_lut
+        if lut.dtype == np.int8:  # cv2.LUT has no signed 8-bit tables: same bytes, viewed as uint8
+            out = cv2.LUT(np.ascontiguousarray(img), lut.view(np.uint8)).view(np.int8)
+        elif lut.dtype in (np.uint8, np.float32):
+            out = cv2.LUT(np.ascontiguousarray(img), lut)
+        else:
+            out = lut[img] if lut.ndim == 1 else lut[img, 0, np.arange(c)]
+        return out.reshape(h, w, c)[None]
     return ((img.astype(np.float32) - io.mean) / io.std)[None]
 
 
@@ -144,7 +171,10 @@ def preprocess_signal(sig: np.ndarray, io: ModelIO) -> np.ndarray:
 
 
 def feed(model: LoadedModel, x: np.ndarray, io: ModelIO) -> list[np.ndarray]:
-    """Run one input through the model. Raw-pixel mode writes the quantized tensor directly."""
+    """Run one input through the model. Input already in the tensor's dtype (pixel LUT) is
+    written as is; raw-pixel mode writes pixels into the quantized tensor."""
+    if io.pixel_lut is not None and x.dtype == io.pixel_lut.dtype:
+        return model.run_prepared(x)
     if not io.raw_quantized:
         return model.run(x)
     from mltool.runtime.quant import dequantize

@@ -44,3 +44,18 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if not spec.quantized:
         return np.asarray(q, dtype=np.float32)
     return ((q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)).astype(np.float32)
+
+
+def pixel_lut(mean: np.ndarray, std: np.ndarray, spec: TensorSpec, channels: int) -> np.ndarray:
+    """Normalise-then-quantize every possible 8-bit pixel value once: a (256,) table, or
+    (256, 1, C) for per-channel normalisation, in the input tensor's dtype. Applying it to a
+    uint8 image gives exactly what :func:`quantize` gives for ``(x - mean) / std``."""
+    levels = np.arange(256, dtype=np.float32)
+    mean = np.asarray(mean, np.float32).reshape(-1)
+    std = np.asarray(std, np.float32).reshape(-1)
+    if mean.size == 1 and std.size == 1:
+        return quantize((levels - mean[0]) / std[0], spec)
+    m = np.broadcast_to(mean, (channels,))
+    sd = np.broadcast_to(std, (channels,))
+    table = np.stack([quantize((levels - m[c]) / sd[c], spec) for c in range(channels)], axis=-1)
+    return table.reshape(256, 1, channels)

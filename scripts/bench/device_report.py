@@ -23,29 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-BARE = r"""
-import json, sys, time
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-path, threads, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-it = Interpreter(model_path=path, num_threads=threads)
-it.allocate_tensors()
-d = it.get_input_details()[0]
-rng = np.random.default_rng(0)
-if np.issubdtype(d["dtype"], np.integer):
-    info = np.iinfo(d["dtype"]); x = rng.integers(info.min, int(info.max) + 1, size=d["shape"]).astype(d["dtype"])
-else:
-    x = rng.standard_normal(d["shape"]).astype(d["dtype"])
-it.set_tensor(d["index"], x)
-it.invoke()
-for _ in range(warmup):
-    it.invoke()
-ts = []
-for _ in range(runs):
-    t = time.perf_counter(); it.invoke(); ts.append(time.perf_counter() - t)
-print(json.dumps({"median_ms": 1000 * float(np.median(ts))}))
-"""
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,30 +72,49 @@ def ensure_video(cache: Path) -> Path:
     return path
 
 
+def bare_loop(model: Path, threads: int, runs: int) -> float:
+    """The reference: LiteRT's Interpreter by path, random input set once, time invoke()."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model), num_threads=threads)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    info = np.iinfo(d["dtype"]) if np.issubdtype(d["dtype"], np.integer) else None
+    rng = np.random.default_rng(0)
+    x = rng.integers(info.min, int(info.max) + 1, size=d["shape"]).astype(d["dtype"]) if info else rng.standard_normal(d["shape"]).astype(d["dtype"])
+    it.set_tensor(d["index"], x)
+    for _ in range(11):
+        it.invoke()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        it.invoke()
+        ts.append(time.perf_counter() - t)
+    return 1000 * float(np.median(ts))
+
+
 def bench_vs_bare(model: Path, threads: int, rounds: int, runs: int) -> tuple[float, float]:
+    """Interleaved in one process: mltool's measure() (what every `mltool bench` worker runs)
+    and the bare loop alternate, so this VM's speed swings hit both alike."""
+    from mltool.bench.timing import measure
+
     ours, bare = [], []
     for _ in range(rounds):
-        r = mltool("bench", str(model), "--threads", str(threads), "--runs", str(runs), "--json")
-        if r.returncode != 0:
-            sys.exit(r.stderr[-2000:])
-        ours.append(json.loads(r.stdout)["rows"][0]["median_ms"])
-        b = subprocess.run([sys.executable, "-c", BARE, str(model), str(threads), str(runs), "10"], capture_output=True, text=True)
-        if b.returncode != 0:
-            sys.exit(b.stderr[-2000:])
-        bare.append(json.loads(b.stdout)["median_ms"])
+        ours.append(measure(model, threads, runs, None, 10)["median_ms"])
+        bare.append(bare_loop(model, threads, runs))
     return float(np.median(ours)), float(np.median(bare))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--small", type=Path, help="a small .tflite (e.g. a Fashion-MNIST int8 model)")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     cache = ROOT / "runs" / "bench"
     mnv2 = ensure_mobilenet(cache)
     video = ensure_video(cache)
 
-    print("1. mltool bench vs bare LiteRT loop (median of per-round medians)")
+    print("1. mltool bench timing vs a bare LiteRT loop, same process, interleaved (median of per-round medians)")
     print(f"   {'model':<28}{'threads':>8}{'mltool ms':>11}{'bare ms':>10}{'ratio':>8}")
     models = [(mnv2, 300)] + ([(args.small, 3000)] if args.small else [])
     for model, runs in models:
