@@ -43,10 +43,17 @@ def _render(console: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     rows = result["rows"]
-    t = Table(title=f"bench — {rows[0]['runtime']}")
-    cols = ("model", "threads", "init ms", "first ms", "median ms", "mean", "p90", "p99", "min", "std", "inf/s", "peak RSS MiB", "vs first")
+    from rich import box
+
+    # 13 columns: a light box keeps the table inside 120 columns
+    t = Table(title=f"bench — {rows[0]['runtime']}", caption="times in ms; ratio = median vs the first model at the same threads",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    cols = ("model", "threads", "init", "first", "median", "mean", "p90", "p99", "min", "std", "inf/s", "RSS MiB", "ratio")
     for c in cols:
-        t.add_column(c, justify="left" if c == "model" else "right")
+        if c == "model":  # names must stay readable: wrap, never elide
+            t.add_column(c, justify="left", overflow="fold")
+        else:
+            t.add_column(c, justify="right")
     for r in rows:
         t.add_row(Path(r["model"]).name, str(r["threads"] or "default"), f"{r['init_ms']:.1f}", f"{r['first_ms']:.2f}",
                   f"{r['median_ms']:.3f}", f"{r['mean_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",

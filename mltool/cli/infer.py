@@ -11,7 +11,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt
 
 
 def infer(
@@ -37,7 +36,7 @@ def infer(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
 ) -> None:
     """Run MODEL on a source and print predictions live; Ctrl-C or SIGTERM stops with a summary."""
-    from mltool.cli._output import print_json, stderr_console
+    from mltool.cli._output import stderr_console
     from mltool.cli.convert import _floats
     from mltool.errors import ConfigError
     from mltool.runtime.infer import InferConfig, run_infer

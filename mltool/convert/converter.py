@@ -314,7 +314,7 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
             ))
             continue
         runtime = f"{model.runtime} {model.runtime_version}"
-        acc = drop = agree = None
+        acc = agree = None
         if data.x_eval is not None:
             probs = model.predict(data.x_eval)
             assert ref_probs is not None

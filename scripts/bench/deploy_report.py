@@ -112,7 +112,7 @@ def main() -> None:
             cfg = DeployConfig(identity=key, known_hosts=kh, trust_new_host=True, root=str(roots[i]), probe=probe)
             return deploy_host(servers[i].target, cfg, art)
 
-        singles, fleets, singles_np, fleets_np, busy = [], [], [], [], []
+        singles, fleets, singles_np, fleets_np, busy, cpu1, cpu10 = [], [], [], [], [], [], []
         for rnd in range(6):
             probe = rnd < 3
             keras.utils.set_random_seed(rnd)
@@ -124,10 +124,13 @@ def main() -> None:
                 with silenced(stdout=True):
                     fh.write(tf.lite.TFLiteConverter.from_keras_model(k).convert())
             art = resolve_artifact(path, f"m{rnd}")
+            c0 = time.process_time()
             t0 = time.perf_counter()
             res = one(0, art, probe)
             (singles if probe else singles_np).append(time.perf_counter() - t0)
+            cpu1.append(time.process_time() - c0)
             assert res.status == "changed", res.message
+            c0 = time.process_time()
             t0 = time.perf_counter()
             b0, a0 = cpu_jiffies()
             with ThreadPoolExecutor(10) as pool:  # what `--parallel 10` does
@@ -135,6 +138,7 @@ def main() -> None:
             (fleets if probe else fleets_np).append(time.perf_counter() - t0)
             b1, a1 = cpu_jiffies()
             busy.append((b1 - b0) / max(1, a1 - a0))
+            cpu10.append(time.process_time() - c0)
             bad = [r for r in results if r.status not in ("changed", "unchanged")]
             assert not bad, bad[0].message
         s1, s10 = float(np.median(singles)), float(np.median(fleets))
@@ -145,6 +149,9 @@ def main() -> None:
               f"{os.cpu_count()} cores with the controller): {n1:.2f} s vs {n10:.2f} s -> {n10 / n1:.2f}x")
         print(f"   machine CPU busy during the 10-host runs: {100 * float(np.median(busy)):.0f}% of all cores "
               f"(saturated means the emulated devices, not the rollout, set the pace)")
+        print(f"   mltool's own CPU time: {1000 * float(np.median(cpu1)):.0f} ms for 1 host, "
+              f"{1000 * float(np.median(cpu10)):.0f} ms for 10 hosts ({100 * float(np.median(cpu10)) / s10 / (os.cpu_count() or 1):.0f}% "
+              f"of the machine during the 10-host run)")
         for s in servers:
             s.stop()
 
