@@ -335,3 +335,23 @@ def test_logs_without_systemd(cli, sshd, deploy_args, two_models):
     assert cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host"]).exit_code == 0
     r = cli(["logs", server.target, "--name", "digits", *deploy_args[:4]])
     assert r.exit_code == 3 and "systemd is not running on 127.0.0.1" in r.stderr
+
+
+def test_proxy_jump_through_a_bastion(cli, sshd, ssh_keys, deploy_args, two_models, tmp_path, monkeypatch):
+    bastion, device = sshd("bastion"), sshd("behind")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(
+        f"Host bastion\n  HostName 127.0.0.1\n  Port {bastion.port}\n  IdentityFile {ssh_keys['key']}\n"
+        f"Host pi-behind\n  HostName 127.0.0.1\n  Port {device.port}\n  IdentityFile {ssh_keys['key']}\n  ProxyJump bastion\n"
+    )
+    monkeypatch.setenv("MLTOOL_SSH_CONFIG", str(cfg))
+    args = deploy_args[2:]
+    r = cli(["deploy", "pi-behind", two_models["a"], *args, "--trust-new-host", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["hosts"][0]["status"] == "changed"
+    known = (tmp_path / "known_hosts").read_text()
+    assert f"[127.0.0.1]:{bastion.port}" in known and f"[127.0.0.1]:{device.port}" in known
+    bastion.stop()  # the device is only reachable through the bastion
+    r = cli(["deploy", "pi-behind", two_models["b"], *args, "--timeout", "2", "--json"])
+    assert r.exit_code == 4
+    assert "cannot reach" in r.json()["hosts"][0]["message"] and str(bastion.port) in r.json()["hosts"][0]["message"]
