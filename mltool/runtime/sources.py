@@ -351,7 +351,9 @@ class LiveSource:
             if not ok or img is None:
                 reader.release()
                 reader = None
-                self._emit("lost", f"{self.label}: lost ({err}); reconnecting")
+                if recovering:  # reopened, but no frame came: back off as for a failed reopen
+                    delay = min(delay * 2, self.backoff[1])
+                self._emit("lost", f"{self.label}: lost ({err}); reconnecting in {delay:.1f}s")
                 continue
             read_ms = (time.perf_counter() - t0) * 1000
             if recovering:  # only a delivered frame counts as recovered, not a mere reopen

@@ -330,3 +330,34 @@ def test_camera_shorthand_parsing(cli, fire_models):
     assert r.exit_code == 1 and "cannot open camera 3" in r.stderr
     r = cli(["infer", fire_models["int8"], "--camera", "/dev/video7"])
     assert r.exit_code == 1 and "cannot open camera /dev/video7" in r.stderr
+
+
+def test_video_over_http_goes_through_ffmpeg(cli, fire_models, synth_fire_dir, tmp_path):
+    """A non-MJPEG HTTP source (an MJPG AVI file served over real HTTP) is read by OpenCV/FFmpeg
+    with open/read timeouts: the same path rtsp:// takes."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import cv2
+
+    avi = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for f in sorted((synth_fire_dir / "fire").glob("*.png"))[:30]:
+        w.write(cv2.resize(cv2.imread(str(f)), (320, 240)))
+    w.release()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/clip.avi"
+        r = cli(["infer", fire_models["int8"], url, "--max-frames", "5", "--json"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.exit_code == 0, r.stderr
+    out = _lines(r.stdout)
+    results = [o for o in out if "predictions" in o]
+    assert len(results) == 5 and all(x["source"] == url for x in results)
+    assert out[-1]["stopped_by"] == "max frames" and out[-1]["errors"] == 0
+    assert "on stream" in r.stderr
