@@ -8,7 +8,7 @@ flatbuffer verifier, and a damaged file would then crash the process.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,31 +63,35 @@ class LoadedModel:
     threads: int | None
     load_seconds: float
 
+    # Tensor specs are read from the interpreter once and again only after a resize: they are
+    # consulted on every invoke, and get_*_details() rebuilds its dicts each call.
+    _specs: tuple[list[TensorSpec], list[TensorSpec]] | None = field(default=None, init=False, repr=False)
+
+    def _tensor_specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        if self._specs is None:
+            self._specs = ([TensorSpec.from_details(d) for d in self.interpreter.get_input_details()],
+                           [TensorSpec.from_details(d) for d in self.interpreter.get_output_details()])
+        return self._specs
+
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec.from_details(d) for d in self.interpreter.get_input_details()]
+        return self._tensor_specs()[0]
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        return [TensorSpec.from_details(d) for d in self.interpreter.get_output_details()]
+        return self._tensor_specs()[1]
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """One invoke on real-valued input ``x`` (batch dim included); dequantized outputs."""
-        spec = self.inputs[0]
-        if tuple(x.shape) != spec.shape:
-            self.interpreter.resize_tensor_input(spec.index, list(x.shape))
-            self.interpreter.allocate_tensors()
-            spec = self.inputs[0]
-        self.interpreter.set_tensor(spec.index, quantize(x, spec))
-        self.interpreter.invoke()
-        return [dequantize(self.interpreter.get_tensor(o.index), o) for o in self.outputs]
+        return self.run_prepared(quantize(x, self.inputs[0]))
 
     def run_prepared(self, x: np.ndarray) -> list[np.ndarray]:
-        """One invoke on input already in the tensor's own dtype (e.g. from a pixel LUT)."""
+        """One invoke on input already in the tensor's own dtype (quantized, or from a pixel LUT)."""
         spec = self.inputs[0]
         if tuple(x.shape) != spec.shape:
             self.interpreter.resize_tensor_input(spec.index, list(x.shape))
             self.interpreter.allocate_tensors()
+            self._specs = None
             spec = self.inputs[0]
         self.interpreter.set_tensor(spec.index, x)
         self.interpreter.invoke()

@@ -177,13 +177,9 @@ def feed(model: LoadedModel, x: np.ndarray, io: ModelIO) -> list[np.ndarray]:
         return model.run_prepared(x)
     if not io.raw_quantized:
         return model.run(x)
-    from mltool.runtime.quant import dequantize
-
     spec = model.inputs[0]
     q = x.astype(np.int16) - (128 if spec.dtype == np.dtype(np.int8) else 0)
-    model.interpreter.set_tensor(spec.index, q.astype(spec.dtype))
-    model.interpreter.invoke()
-    return [dequantize(model.interpreter.get_tensor(o.index), o) for o in model.outputs]
+    return model.run_prepared(q.astype(spec.dtype))
 
 
 def _as_probabilities(v: np.ndarray) -> np.ndarray:
