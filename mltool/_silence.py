@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 
 def debug() -> bool:
-    return os.environ.get("MLTOOL_DEBUG", "").strip() not in ("", "0")
+    """MLTOOL_DEBUG is on: tracebacks and library logs stay visible. The one place it is read."""
+    return os.environ.get("MLTOOL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @contextlib.contextmanager

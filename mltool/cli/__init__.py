@@ -10,20 +10,16 @@ console script and to Typer's ``CliRunner`` in tests:
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 from typer.core import TyperGroup
 
 from mltool import __version__
+from mltool._silence import debug
 from mltool.errors import MltoolError
 
 EXIT_INTERRUPTED = 130
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("MLTOOL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 # Options whose value is optional: given bare, they take this value (`--camera` = camera 0).
@@ -49,14 +45,14 @@ class _RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MltoolError as exc:
-            if debug_enabled():
+            if debug():
                 raise
             from mltool.cli._output import print_error
 
             print_error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            if debug_enabled():
+            if debug():
                 raise
             from mltool.cli._output import print_error
 

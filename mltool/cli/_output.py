@@ -34,6 +34,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(data: Any) -> None:
+    """One compact JSON object per line on stdout (streams of results that can be piped)."""
+    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
 def _json_default(obj: Any) -> Any:
     # numpy scalars and paths, without importing numpy here
     if hasattr(obj, "item"):

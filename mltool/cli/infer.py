@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mltool.cli._output import print_json_line
 
 
 def infer(
@@ -80,13 +80,6 @@ def infer(
 
         raise DataError(f"no input from {summary['source']} could be processed ({summary['errors']} errors)",
                         "see the errors above")
-
-
-def print_json_line(obj: dict[str, Any]) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 class _View:

@@ -168,14 +168,6 @@ def op_switch(a):
     return {"current": a["id"], "previous": previous}
 
 
-def op_discard(a):
-    base, rel, cur = _dirs(a["root"], a["name"])
-    if _current(cur) == a["id"]:
-        raise SystemExit("refusing to delete the current release")
-    shutil.rmtree(os.path.join(rel, a["id"]), ignore_errors=True)
-    return {"discarded": a["id"]}
-
-
 def op_prune(a):
     base, rel, cur = _dirs(a["root"], a["name"])
     current = _current(cur)
@@ -222,8 +214,7 @@ def op_finish(a):
     return {"status": "changed", "current": a["id"], "previous": sw["previous"], "probe": probe, "pruned": pruned}
 
 
-OPS = {"finish": op_finish, "state": op_state, "names": op_names, "prepare": op_prepare, "commit": op_commit,
-       "switch": op_switch, "discard": op_discard, "prune": op_prune}
+OPS = {"finish": op_finish, "state": op_state, "names": op_names, "prepare": op_prepare, "switch": op_switch}
 
 if __name__ == "__main__":
     print(json.dumps(OPS[sys.argv[1]](json.loads(sys.argv[2]))))

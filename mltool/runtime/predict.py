@@ -14,6 +14,7 @@ import numpy as np
 
 from mltool.errors import ConfigError, DataError
 from mltool.runtime.interpreter import LoadedModel
+from mltool.runtime.preprocess import normalize
 
 
 class Classification(NamedTuple):
@@ -160,14 +161,14 @@ def preprocess_image(img: np.ndarray, io: ModelIO) -> np.ndarray:
         else:
             out = lut[img] if lut.ndim == 1 else lut[img, 0, np.arange(c)]
         return out.reshape(h, w, c)[None]
-    return ((img.astype(np.float32) - io.mean) / io.std)[None]
+    return normalize(img, io.mean, io.std)[None]
 
 
 def preprocess_signal(sig: np.ndarray, io: ModelIO) -> np.ndarray:
     x = sig.reshape(1, *io.shape).astype(np.float32)
     if io.raw_quantized:
         return x
-    return (x - io.mean) / io.std
+    return normalize(x, io.mean, io.std)
 
 
 def feed(model: LoadedModel, x: np.ndarray, io: ModelIO) -> list[np.ndarray]:

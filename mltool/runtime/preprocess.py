@@ -29,8 +29,10 @@ def normalization_from(meta: dict[str, Any] | None, mean: list[float] | None, st
     return np.asarray(m, dtype=np.float32), s_arr
 
 
-def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return ((x.astype(np.float32) - mean) / std).astype(np.float32)
+def normalize(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> np.ndarray:
+    """``(x - mean) / std`` in float32: the one formula training, conversion and inference share."""
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return ((x.astype(np.float32) - m) / s).astype(np.float32)
 
 
 def list_sample_files(root: str | Path, input_shape: tuple[int, ...]) -> list[Path]:

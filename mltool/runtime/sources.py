@@ -25,10 +25,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mltool.data.signals import SIGNAL_EXTENSIONS as _DATA_SIGNAL_EXTENSIONS
 from mltool.errors import ConfigError, DataError
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg", ".mpg", ".mpeg", ".wmv", ".flv", ".h264"}
-SIGNAL_EXTENSIONS = {".npy", ".csv", ".txt", ".wav"}
+SIGNAL_EXTENSIONS = _DATA_SIGNAL_EXTENSIONS | {".wav"}  # what training reads, plus recordings
 
 
 @dataclass

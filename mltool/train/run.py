@@ -26,6 +26,7 @@ from mltool.data.base import Dataset
 from mltool.data.tasks import Splits, get_task, load_task, prepare_splits
 from mltool.errors import ConfigError
 from mltool.metrics import classification_report
+from mltool.runtime.preprocess import normalize
 from mltool.train import rundir
 
 MLTOOL_JSON = "mltool.json"
@@ -120,10 +121,6 @@ def normalization_for(ds: Dataset, x_train: np.ndarray) -> tuple[float, float]:
         return 0.0, float(ds.input.get("range", [0, 255])[1])
     std = float(x_train.std()) or 1.0
     return float(x_train.mean()), std
-
-
-def normalize(x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    return ((x.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
 def _versions() -> dict[str, str]:
