@@ -1,0 +1,80 @@
+"""Image files (one, a directory, a glob) and video files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mltool.errors import DataError
+from mltool.runtime.sources.frames import Frame, SourceEvent, SourceStats
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg", ".mpg", ".mpeg", ".wmv", ".flv", ".h264"}
+
+
+def image_exts() -> set[str]:
+    from mltool.data.images import image_extensions
+
+    return image_extensions()
+
+
+class ImageFiles:
+    kind = "images"
+    live = False
+    fps = None
+
+    def __init__(self, paths: list[Path], label: str) -> None:
+        self.paths = paths
+        self.label = label
+        self.stats = SourceStats()
+
+    def __iter__(self) -> Iterator[Frame | SourceEvent]:
+        from mltool.data.images import read_image
+
+        for i, p in enumerate(self.paths):
+            t0 = time.perf_counter()
+            try:
+                img = read_image(p, None, "RGB")
+            except DataError as exc:
+                self.stats.errors += 1
+                yield SourceEvent("error", exc.one_line(), str(p))
+                continue
+            self.stats.frames += 1
+            yield Frame(i, str(p), time.time(), image=img, read_ms=(time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        pass
+
+
+class VideoFile:
+    kind = "video"
+    live = False
+
+    def __init__(self, path: Path) -> None:
+        import cv2
+
+        self.path = path
+        self.label = str(path)
+        self.stats = SourceStats()
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            raise DataError(f"cannot open video {path}", "check that it is a video file OpenCV/FFmpeg can decode")
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or None
+
+    def __iter__(self) -> Iterator[Frame | SourceEvent]:
+        import cv2
+
+        i = 0
+        while True:
+            t0 = time.perf_counter()
+            ok, bgr = self.cap.read()
+            if not ok:
+                return
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            self.stats.frames += 1
+            yield Frame(i, f"{self.path.name}#{i}", time.time(), image=rgb, read_ms=(time.perf_counter() - t0) * 1000)
+            i += 1
+
+    def close(self) -> None:
+        self.cap.release()
+

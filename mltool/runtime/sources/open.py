@@ -1,0 +1,86 @@
+"""``open_source(spec)``: whatever a user names on the command line, as a :class:`Source`."""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mltool.errors import ConfigError, DataError
+from mltool.runtime.sources.files import VIDEO_EXTENSIONS, ImageFiles, VideoFile, image_exts
+from mltool.runtime.sources.frames import Source
+from mltool.runtime.sources.live import CvReader, LiveSource, PiCameraReader, open_url
+from mltool.runtime.sources.signals import (
+    SIGNAL_EXTENSIONS,
+    MultiSignal,
+    SignalSource,
+    signal_file,
+    stdin_samples,
+)
+
+
+def open_source(
+    spec: str,
+    *,
+    signal_window: int | None = None,
+    hop: int | None = None,
+    rate: float | None = None,
+    timeout_s: float = 5.0,
+    max_reconnects: int | None = None,
+    stdin: Any = None,
+) -> Source:
+    """Open whatever ``spec`` names. ``signal_window`` is set for 1-D models."""
+    window = signal_window
+    hop = hop or window
+    if spec == "-":
+        if window is None:
+            raise ConfigError("stdin ('-') carries signal samples, but this model takes images", "pass an image, video, camera or stream source")
+        return SignalSource("stdin", stdin_samples(stdin or sys.stdin), window, hop or window, rate)
+    if spec == "picamera":
+        return LiveSource(lambda: PiCameraReader(), "picamera", "picamera", timeout_s=timeout_s, max_reconnects=max_reconnects)
+    if spec.isdigit() or spec.startswith("/dev/video"):
+        target: int | str = int(spec) if spec.isdigit() else spec
+        return LiveSource(lambda: CvReader(target, timeout_s), spec, "camera", timeout_s=timeout_s, max_reconnects=max_reconnects)
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme not in ("http", "https", "rtsp", "rtmp", "udp", "tcp"):
+            raise ConfigError(f"unknown stream scheme '{scheme}://' in {spec}", "use rtsp://, http:// or https://")
+        return LiveSource(lambda: open_url(spec, timeout_s), spec, "stream", timeout_s=timeout_s, max_reconnects=max_reconnects)
+    path = Path(spec).expanduser()
+    if any(ch in spec for ch in "*?["):
+        matches = sorted(Path(p) for p in globmod.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise DataError(f"no files match {spec}", "check the pattern (quote it so the shell does not expand it)")
+        return _files_source(matches, spec, window, hop, rate)
+    if path.is_dir():
+        exts = SIGNAL_EXTENSIONS if window is not None else image_exts()
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
+        if not files:
+            what = "signal files (.npy/.csv/.wav)" if window is not None else "images"
+            raise DataError(f"{path} holds no {what}", f"put {what} in it or pass another --source")
+        return _files_source(files, str(path), window, hop, rate)
+    if not path.exists():
+        raise DataError(f"source {spec} does not exist",
+                        "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, signal file, or '-'")
+    return _files_source([path], str(path), window, hop, rate)
+
+
+def _files_source(files: list[Path], label: str, window: int | None, hop: int | None, rate: float | None) -> Source:
+    suffixes = {p.suffix.lower() for p in files}
+    if window is not None:
+        bad = suffixes - SIGNAL_EXTENSIONS
+        if bad:
+            raise ConfigError(f"this model takes 1-D signals, but {label} has {', '.join(sorted(bad))} files",
+                              "pass .npy/.csv/.wav signal files or '-' for samples on stdin")
+        if len(files) == 1:
+            return signal_file(files[0], window, hop or window, rate)
+        return MultiSignal(files, label, window, hop or window, rate)
+    if suffixes & SIGNAL_EXTENSIONS and not suffixes & image_exts():
+        raise ConfigError(f"{label} holds signal files, but this model takes images",
+                          "pass images, a video, a camera or a stream; or use a 1-D signal model")
+    if len(files) == 1 and files[0].suffix.lower() in VIDEO_EXTENSIONS:
+        return VideoFile(files[0])
+    return ImageFiles(files, label)
+
