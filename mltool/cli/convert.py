@@ -7,18 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt, SeedOpt
-
-
-def _floats(value: Optional[str], name: str) -> Optional[list[float]]:
-    from mltool.errors import ConfigError
-
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in value.split(",")]
-    except ValueError:
-        raise ConfigError(f"{name} '{value}' is not a number or comma-separated numbers", f"e.g. {name} 127.5 or {name} 0.485,0.456,0.406") from None
+from mltool.cli._options import JsonOpt, SeedOpt, parse_floats
 
 
 def convert(
@@ -41,35 +30,25 @@ def convert(
     """Convert to TFLite (float32, float16, dynamic, int8, int16x8 or all) and compare size,
     accuracy, agreement and latency with the source model on held-out data."""
     from mltool.cli._output import print_json, stderr_console
-    from mltool.convert.converter import ConvertConfig
+    from mltool.convert.converter import ConvertCheckError, ConvertConfig
     from mltool.convert.converter import convert as run_convert
-    from mltool.errors import MltoolError
 
     cfg = ConvertConfig(
         model=model, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples, out=out,
-        max_drop=max_drop, allow_legacy=allow_legacy, labels=labels, mean=_floats(mean, "--mean"),
-        std=_floats(std, "--std"), threads=threads, eval_limit=eval_limit, seed=seed,
+        max_drop=max_drop, allow_legacy=allow_legacy, labels=labels, mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"), threads=threads, eval_limit=eval_limit, seed=seed,
     )
     console = stderr_console()
-    result = run_convert(cfg, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    try:
+        result = run_convert(cfg, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except ConvertCheckError as exc:  # files were written: show the comparison, then the error
+        _render(console, exc.result)
+        if json_out:
+            print_json(exc.result.as_dict())
+        raise
     _render(console, result)
     if json_out:
         print_json(result.as_dict())
-    failed = result.failed()
-    if failed:
-        first = failed[0]
-        raise MltoolError(
-            f"{', '.join(m.mode for m in failed)} converted but {result.runtime or 'the runtime'} cannot run it: {first.error}"
-            f" (other modes were written to {result.out_dir})",
-            "use another mode for this model; int16x8 support in LiteRT is incomplete for some layers",
-        )
-    if max_drop is not None:
-        worst = result.worst_drop()
-        if worst is not None and worst[1] > max_drop:
-            raise MltoolError(
-                f"{worst[0]} loses {worst[1]:.2f} accuracy points, more than --max-drop {max_drop:g} (files were written to {result.out_dir})",
-                "use a milder mode (dynamic, float16, int16x8), more --calib-samples, or a better calibration set",
-            )
 
 
 def _render(console: Any, result: Any) -> None:

@@ -36,8 +36,8 @@ def infer(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
 ) -> None:
     """Run MODEL on a source and print predictions live; Ctrl-C or SIGTERM stops with a summary."""
+    from mltool.cli._options import parse_floats
     from mltool.cli._output import stderr_console
-    from mltool.cli.convert import _floats
     from mltool.errors import ConfigError
     from mltool.runtime.infer import InferConfig, run_infer
 
@@ -46,8 +46,8 @@ def infer(
         raise ConfigError("give exactly one source" if chosen else "no source given",
                           "pass SOURCE, --source SRC or --camera [N]")
     cfg = InferConfig(
-        model=model, source=chosen[0], threads=threads, labels=labels, mean=_floats(mean, "--mean"),
-        std=_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
+        model=model, source=chosen[0], threads=threads, labels=labels, mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
         alert_class=alert_class, score_threshold=score_threshold, save=save, max_frames=max_frames,
         every=every, hop=hop, timeout_s=timeout, max_reconnects=max_reconnects,
     )
@@ -107,7 +107,8 @@ class _View:
             self.live = Live(console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
 
-    def result(self, r: dict[str, Any]) -> None:
+    def result(self, result: Any) -> None:
+        r = result.as_dict()
         self.n += 1
         if self.json_out:
             print_json_line(r)

@@ -105,17 +105,16 @@ def _render(console: Any, result: Any) -> None:
     from mltool.cli._output import fmt_pct
 
     info = result.info
-    m = info["metrics"]
-    t = info["training"]
-    ds = info["dataset"]
-    table = Table(title=f"{info['task']} / {info['arch']} — held-out test set ({m['test_samples']} samples)")
+    m = info.metrics
+    t = info.training
+    table = Table(title=f"{info.task} / {info.arch} — held-out test set ({m['test_samples']} samples)")
     table.add_column("class")
     table.add_column("precision", justify="right")
     table.add_column("recall", justify="right")
     for name, pc in m["per_class"].items():
         table.add_row(name, fmt_pct(pc["precision"]), fmt_pct(pc["recall"]))
     console.print(table)
-    synthetic = " [yellow](SYNTHETIC data)[/yellow]" if ds["synthetic"] else ""
+    synthetic = " [yellow](SYNTHETIC data)[/yellow]" if info.dataset.synthetic else ""
     console.print(
         f"[bold]test accuracy {fmt_pct(m['accuracy'])}[/bold]  loss {m['loss']:.4f}  "
         f"val accuracy {fmt_pct(m['val_accuracy'])}  epochs {t['epochs_run']}/{t['epochs_requested']}"

@@ -1,8 +1,11 @@
 """``convert()``: Keras/SavedModel -> .tflite in one or all quantization modes, each evaluated
 with the LiteRT runtime against the source model on held-out data.
 
-    from mltool.convert.converter import ConvertConfig, convert
-    result = convert(ConvertConfig(model="runs/train/fashion-mnist-1", quantize="all"))
+    from mltool.convert import ConvertConfig, convert
+    result = convert(ConvertConfig(model="runs/train/fashion-mnist-1", quantize="all", max_drop=1.0))
+
+``convert()`` writes every file, then raises :class:`ConvertCheckError` (with the whole result)
+if a mode cannot run on the runtime or loses more than ``max_drop`` accuracy points.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import numpy as np
 
 from mltool import __version__
 from mltool._io import atomic_write_bytes, atomic_write_text
+from mltool.convert.naming import MODES, tflite_name
 from mltool.convert.source import SourceModel, load_keras, resolve
-from mltool.errors import ConfigError, DataError, ModelError, did_you_mean
+from mltool.errors import ConfigError, DataError, MltoolError, ModelError, did_you_mean
 from mltool.metrics import classification_report
+from mltool.runtime.metadata import InputSpec, ModelMetadata, Normalization
 
-MODES = ("none", "float16", "dynamic", "int8", "int16x8")
-FILE_TAG = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8"}
 IO_TYPES = ("int8", "uint8", "float32")
 CALIBRATED = ("int8", "int16x8")
 
@@ -117,7 +120,6 @@ class _Data:
     x_eval: np.ndarray | None
     y_eval: np.ndarray | None
     eval_desc: str
-    meta: dict[str, Any] | None  # normalisation etc. from the run
 
 
 def _subsample(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -127,26 +129,25 @@ def _subsample(n_total: int, n: int, seed: int) -> np.ndarray:
 
 def _prepare_data(cfg: ConvertConfig, src: SourceModel, input_shape: tuple[int, ...], need_calib: bool) -> _Data:
     from mltool.data.base import stratified_subsample
-    from mltool.runtime.preprocess import list_sample_files, load_sample, normalization_from, normalize
+    from mltool.data.samples import list_sample_files, load_sample
+    from mltool.runtime.preprocess import normalization_from, normalize
 
     info = src.run_info
     calib = calib_desc = x_eval = y_eval = None
     eval_desc = "none"
     if info is not None:
-        from mltool.train.run import run_splits
-
-        _ds, splits = run_splits(info)
+        _ds, splits = info.splits()
         mean, std = normalization_from(info, cfg.mean, cfg.std)
         xt, yt = splits.x_test, splits.y_test
         if cfg.eval_limit is not None and cfg.eval_limit < len(yt):
             keep = stratified_subsample(yt, cfg.eval_limit, cfg.seed)
             xt, yt = xt[keep], yt[keep]
         x_eval, y_eval = normalize(xt, mean, std), yt
-        eval_desc = f"held-out test split of {info['dataset']['name']} ({len(yt)} samples, {info['dataset']['source']})"
+        eval_desc = f"held-out test split of {info.dataset.name} ({len(yt)} samples, {info.dataset.source})"
         if need_calib and cfg.calib is None:
             keep = stratified_subsample(splits.y_train, cfg.calib_samples, cfg.seed)
             calib = normalize(splits.x_train[keep], mean, std)
-            calib_desc = f"{len(keep)} training samples of {info['dataset']['name']} (from mltool.json)"
+            calib_desc = f"{len(keep)} training samples of {info.dataset.name} (from mltool.json)"
     if cfg.calib is not None:
         mean, std = normalization_from(info, cfg.mean, cfg.std)
         files = list_sample_files(cfg.calib, input_shape)
@@ -161,7 +162,7 @@ def _prepare_data(cfg: ConvertConfig, src: SourceModel, input_shape: tuple[int, 
             f"{src.path} has no recorded training data to calibrate {', '.join(m for m in cfg.modes() if m in CALIBRATED)} quantization",
             "pass --calib DIR with 100+ representative images or signal files (and --mean/--std if the model has no mltool.json)",
         )
-    return _Data(calib, calib_desc, x_eval, y_eval, eval_desc, info)
+    return _Data(calib, calib_desc, x_eval, y_eval, eval_desc)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -209,25 +210,25 @@ def _convert_one(src: SourceModel, mode: str, io_type: str, calib: np.ndarray | 
 
 
 def _metadata(src: SourceModel, cfg: ConvertConfig, mode: str, io_type: str, input_shape: tuple[int, ...],
-              labels: list[str] | None) -> dict[str, Any]:
-    info = src.run_info or {}
-    meta: dict[str, Any] = {
-        "task": info.get("task"),
-        "kind": info.get("kind", "classification"),
-        "labels": labels,
-        "input": info.get("input") or {"shape": list(input_shape)},
-        "normalization": info.get("normalization") or (
-            {"mean": cfg.mean, "std": cfg.std, "formula": "(x - mean) / std"} if cfg.mean is not None else None),
-        "output": info.get("output") or {"type": "probabilities"},
-        "quantization": {"mode": mode, "io": io_type if mode == "int8" else ("float32")},
-        "source": {"sha256": src.sha256, "kind": src.kind, "name": src.path.name},
-        "mltool_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if info:
-        meta["dataset"] = {k: info["dataset"].get(k) for k in ("name", "fingerprint", "synthetic")}
-        meta["keras_accuracy"] = info.get("metrics", {}).get("accuracy")
-    return meta
+              labels: list[str] | None) -> ModelMetadata:
+    info = src.run_info
+    # flags win over the run's normalisation, as they do for calibration and evaluation
+    norm = Normalization(cfg.mean, cfg.std) if cfg.mean is not None and cfg.std is not None else (
+        info.normalization if info else None)
+    return ModelMetadata(
+        task=info.task if info else None,
+        kind=info.kind if info else "classification",
+        labels=labels,
+        input=info.input if info else InputSpec(shape=list(input_shape)),
+        normalization=norm,
+        output=info.output if info else {"type": "probabilities"},
+        quantization={"mode": mode, "io": io_type if mode == "int8" else "float32"},
+        source={"sha256": src.sha256, "kind": src.kind, "name": src.path.name},
+        mltool_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset={"name": info.dataset.name, "fingerprint": info.dataset.fingerprint, "synthetic": info.dataset.synthetic} if info else None,
+        keras_accuracy=info.metrics.get("accuracy") if info else None,
+    )
 
 
 def _labels(cfg: ConvertConfig, src: SourceModel) -> list[str] | None:
@@ -235,7 +236,7 @@ def _labels(cfg: ConvertConfig, src: SourceModel) -> list[str] | None:
         if not cfg.labels.is_file():
             raise DataError(f"labels file {cfg.labels} does not exist", "pass a text file with one class name per line")
         return [ln.strip() for ln in cfg.labels.read_text().splitlines() if ln.strip()]
-    return list(src.run_info["classes"]) if src.run_info else None
+    return list(src.run_info.classes) if src.run_info else None
 
 
 def _latency_ms(model: Any, sample: np.ndarray, budget_s: float = 1.0, max_runs: int = 200) -> float:
@@ -300,7 +301,7 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
         raw = float_bytes if mode == "none" else _convert_one(src, mode, io_type, data.calib)
         seconds = float_seconds if mode == "none" else time.perf_counter() - t0
         payload = embed_metadata(raw, _metadata(src, cfg, mode, io_type, input_shape, labels))
-        path = out_dir / f"{src.name}_{FILE_TAG[mode]}.tflite"
+        path = out_dir / tflite_name(src.name, mode)
         atomic_write_bytes(path, payload)
         try:
             model = load_model(path, threads=cfg.threads)
@@ -345,7 +346,36 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
         modes=results,
     )
     atomic_write_text(out_dir / "convert.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    check_result(result, cfg.max_drop)
     return result
+
+
+class ConvertCheckError(MltoolError):
+    """The files were written, but a mode cannot run or loses more accuracy than allowed.
+    ``result`` holds the whole comparison."""
+
+    def __init__(self, message: str, hint: str, result: ConvertResult) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+def check_result(result: ConvertResult, max_drop: float | None) -> None:
+    """Raise :class:`ConvertCheckError` if a mode cannot run, or loses more than ``max_drop`` points."""
+    failed = result.failed()
+    if failed:
+        first = failed[0]
+        raise ConvertCheckError(
+            f"{', '.join(m.mode for m in failed)} converted but {result.runtime or 'the runtime'} cannot run it: {first.error}"
+            f" (other modes were written to {result.out_dir})",
+            "use another mode for this model; int16x8 support in LiteRT is incomplete for some layers", result,
+        )
+    if max_drop is not None:
+        worst = result.worst_drop()
+        if worst is not None and worst[1] > max_drop:
+            raise ConvertCheckError(
+                f"{worst[0]} loses {worst[1]:.2f} accuracy points, more than --max-drop {max_drop:g} (files were written to {result.out_dir})",
+                "use a milder mode (dynamic, float16, int16x8), more --calib-samples, or a better calibration set", result,
+            )
 
 
 def _predict_bytes(tflite: bytes, x: np.ndarray) -> np.ndarray:

@@ -6,18 +6,15 @@ reading it back lives in :mod:`mltool.runtime.metadata` and needs no TensorFlow.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from mltool.runtime.metadata import FORMAT, METADATA_NAME
+from mltool.runtime.metadata import METADATA_NAME, ModelMetadata
 
 
-def embed_metadata(tflite: bytes, meta: dict[str, Any]) -> bytes:
+def embed_metadata(tflite: bytes, meta: ModelMetadata) -> bytes:
     """Return ``tflite`` with ``meta`` stored as the metadata entry ``mltool`` (replacing any)."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
-    payload = json.dumps({"format": FORMAT, **meta}, separators=(",", ":"), sort_keys=True).encode()
+    payload = meta.to_json()
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     buffer = schema.BufferT()
     import numpy as np

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mltool.errors import ModelError
+from mltool.train.rundir import RunInfo
 
 
 @dataclass
@@ -15,7 +16,7 @@ class SourceModel:
     path: Path
     kind: str  # run | keras | savedmodel | h5
     model_file: Path  # the file (or SavedModel dir) that holds the weights
-    run_info: dict[str, Any] | None
+    run_info: RunInfo | None
     sha256: str
     keras_model: Any = None  # loaded lazily for keras/run/h5
 
@@ -41,14 +42,14 @@ def _sha256(path: Path) -> str:
 
 def resolve(path: str | Path, allow_legacy: bool = False) -> SourceModel:
     """Identify the model at ``path`` (does not import TensorFlow)."""
-    from mltool.train.run import MLTOOL_JSON, read_run
+    from mltool.train.rundir import is_run_dir, read_run
 
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelError(f"{p} does not exist", "pass a run directory, a .keras file or a SavedModel directory")
-    if p.is_dir() and (p / MLTOOL_JSON).is_file() or (p.suffix == ".keras" and (p.parent / MLTOOL_JSON).is_file()):
+    if p.is_dir() and is_run_dir(p) or (p.suffix == ".keras" and is_run_dir(p.parent)):
         run_dir, info = read_run(p)
-        model_file = run_dir / info["files"]["model"]
+        model_file = run_dir / info.files["model"]
         return SourceModel(run_dir, "run", model_file, info, _sha256(model_file))
     if p.is_dir():
         if (p / "saved_model.pb").is_file():
@@ -85,7 +86,7 @@ def load_keras(src: SourceModel) -> Any:
                 raise ModelError(f"cannot load legacy model {src.model_file} ({str(exc)[:200]})",
                                  "re-save it as .keras with the Keras version that wrote it") from None
         else:
-            from mltool.train.run import load_keras_model
+            from mltool._tf import load_keras_model
 
             src.keras_model = load_keras_model(src.model_file)
     return src.keras_model

@@ -20,6 +20,7 @@ from mltool import __version__
 from mltool.deploy.errors import DeployError, UnreachableError
 from mltool.deploy.ssh import Session, parse_target, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
+from mltool.runtime.metadata import ModelMetadata
 
 PREFERRED = ("model_int8.tflite", "model_dynamic.tflite", "model_float16.tflite", "model_float32.tflite", "model_int16x8.tflite")
 
@@ -70,7 +71,7 @@ class Artifact:
     name: str
     sha256: str
     size: int
-    metadata: dict[str, Any] | None
+    metadata: ModelMetadata | None
 
     @property
     def release_id(self) -> str:
@@ -92,7 +93,7 @@ def resolve_artifact(model: Path, name: str | None) -> Artifact:
         raise ModelError(f"{p} is not a .tflite model", "deploy a converted model (mltool convert) or a run directory")
     data, info = read_model_file(p)
     meta = read_metadata(info)
-    chosen = name or (meta or {}).get("task") or p.stem
+    chosen = name or (meta.task if meta is not None else None) or p.stem
     if not chosen.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"model name '{chosen}' has characters that are unsafe in a path", "pass --name with letters, digits, - _ .")
     return Artifact(p, chosen, hashlib.sha256(data).hexdigest(), len(data), meta)
@@ -174,7 +175,8 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
         dev.s.put(art.path, f"{prep['tmp']}/model.tflite.part")
     manifest = {
         "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
-        "task": (art.metadata or {}).get("task"), "quantization": ((art.metadata or {}).get("quantization") or {}).get("mode"),
+        "task": art.metadata.task if art.metadata else None,
+        "quantization": art.metadata.quantization_mode if art.metadata else None,
         "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
     }
     done = dev.op("finish", what="verify, probe and switch", name=art.name, id=art.release_id, sha256=art.sha256,

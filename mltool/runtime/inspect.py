@@ -33,5 +33,5 @@ def inspect_model(path: str | Path) -> dict[str, Any]:
         "tensors": m.info.tensors,
         "operators": dict(m.info.operators.most_common()),
         "metadata_entries": sorted(m.info.metadata),
-        "mltool_metadata": m.metadata,
+        "mltool_metadata": m.metadata.to_dict() if m.metadata is not None else None,
     }

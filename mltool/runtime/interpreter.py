@@ -16,8 +16,9 @@ import numpy as np
 
 from mltool._silence import silenced
 from mltool.errors import ModelError
-from mltool.runtime.metadata import read_metadata
-from mltool.runtime.quant import TensorSpec, dequantize, quantize
+from mltool.runtime.metadata import ModelMetadata, read_metadata
+from mltool.runtime.model_io import TensorSpec
+from mltool.runtime.quant import dequantize, quantize
 from mltool.runtime.tflite_schema import ModelInfo, read_model_file
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -28,9 +29,8 @@ def find_runtime() -> tuple[str, str, Any]:
     """(module name, version, Interpreter class) of the first runtime that imports."""
     errors = []
     try:
-        from ai_edge_litert import interpreter as litert
-
         import ai_edge_litert
+        from ai_edge_litert import interpreter as litert
 
         return "ai_edge_litert", getattr(ai_edge_litert, "__version__", "?"), litert.Interpreter
     except ImportError as exc:
@@ -56,7 +56,7 @@ def find_runtime() -> tuple[str, str, Any]:
 class LoadedModel:
     path: Path
     info: ModelInfo
-    metadata: dict[str, Any] | None
+    metadata: ModelMetadata | None
     interpreter: Any
     runtime: str
     runtime_version: str

@@ -1,27 +1,134 @@
-"""mltool's self-description embedded in a .tflite file (an entry of the model's metadata list).
+"""What a model says about itself: the typed records shared by ``mltool.json`` (training runs)
+and the description mltool embeds in every ``.tflite`` it writes.
 
-The entry named ``mltool`` holds UTF-8 JSON: task, labels, input layout and normalisation,
-quantization mode, source model hash, mltool version. Reading it needs no TensorFlow.
+The embedded description is the metadata-list entry named ``mltool``, UTF-8 JSON: task,
+labels, input layout and normalisation, quantization mode, source model hash, mltool version.
+Reading it needs no TensorFlow (see :mod:`mltool.runtime.tflite_schema`); writing it is
+:mod:`mltool.convert.metadata_writer`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mltool.runtime.tflite_schema import ModelInfo
 
 METADATA_NAME = "mltool"
 FORMAT = "mltool.tflite/1"
+FORMULA = "(x - mean) / std"
 
 
-def read_metadata(info: ModelInfo) -> dict[str, Any] | None:
+def _numbers(value: Any, what: str) -> list[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{what} must be a number or a list of numbers, not {value!r}")
+    return [float(v) for v in value]
+
+
+@dataclass
+class Normalization:
+    """The model sees ``(x - mean) / std`` of the raw sample values (pixels 0..255, sensor units)."""
+
+    mean: list[float]
+    std: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "formula": FORMULA}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Normalization:
+        if not isinstance(d, dict):
+            raise ValueError(f"normalization must be a mapping, not {d!r}")
+        return cls(_numbers(d.get("mean"), "normalization.mean"), _numbers(d.get("std"), "normalization.std"))
+
+
+@dataclass
+class InputSpec:
+    """The model input as training produced it (shape without the batch dimension)."""
+
+    shape: list[int]
+    layout: str | None = None  # NHWC | NWC
+    dtype: str = "float32"
+    raw_dtype: str | None = None  # what the raw samples are (uint8 pixels, float32 readings)
+    color: str | None = None  # RGB | grayscale
+    range: list[float] | None = None
+    resize: list[int] | None = None
+    rate_hz: float | None = None  # signals
+    window: int | None = None  # signals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> InputSpec:
+        if not isinstance(d, dict) or not isinstance(d.get("shape"), list):
+            raise ValueError(f"input must be a mapping with a shape, not {d!r}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ModelMetadata:
+    """What a ``.tflite`` written by mltool carries about itself."""
+
+    input: InputSpec
+    task: str | None = None
+    kind: str = "classification"
+    labels: list[str] | None = None
+    normalization: Normalization | None = None
+    output: dict[str, Any] = field(default_factory=lambda: {"type": "probabilities"})
+    quantization: dict[str, Any] = field(default_factory=dict)  # {"mode": ..., "io": ...}
+    source: dict[str, Any] = field(default_factory=dict)
+    mltool_version: str | None = None
+    created: str | None = None
+    dataset: dict[str, Any] | None = None
+    keras_accuracy: float | None = None
+
+    @property
+    def quantization_mode(self) -> str | None:
+        return self.quantization.get("mode")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": FORMAT, "task": self.task, "kind": self.kind, "labels": self.labels,
+                             "input": self.input.to_dict(),
+                             "normalization": self.normalization.to_dict() if self.normalization else None,
+                             "output": self.output, "quantization": self.quantization, "source": self.source,
+                             "mltool_version": self.mltool_version, "created": self.created}
+        if self.dataset is not None:
+            d["dataset"] = self.dataset
+            d["keras_accuracy"] = self.keras_accuracy
+        return d
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        labels = d.get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise ValueError("labels must be a list of strings")
+        norm = d.get("normalization")
+        return cls(
+            input=InputSpec.from_dict(d.get("input") or {}), task=d.get("task"), kind=d.get("kind") or "classification",
+            labels=labels, normalization=Normalization.from_dict(norm) if norm is not None else None,
+            output=d.get("output") or {}, quantization=d.get("quantization") or {}, source=d.get("source") or {},
+            mltool_version=d.get("mltool_version"), created=d.get("created"), dataset=d.get("dataset"),
+            keras_accuracy=d.get("keras_accuracy"),
+        )
+
+
+def read_metadata(info: ModelInfo) -> ModelMetadata | None:
     """The embedded mltool description, or None for models mltool did not write."""
     raw = info.metadata.get(METADATA_NAME)
     if raw is None:
         return None
     try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        d = json.loads(raw.decode("utf-8"))
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            return None
+        return ModelMetadata.from_dict(d)
+    except (UnicodeDecodeError, ValueError, TypeError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None

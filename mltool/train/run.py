@@ -21,16 +21,15 @@ from typing import Any
 import numpy as np
 
 from mltool import __version__
-from mltool._tf import import_tensorflow
+from mltool._tf import import_tensorflow, load_keras_model
 from mltool.data.base import Dataset
 from mltool.data.tasks import Splits, get_task, load_task, prepare_splits
 from mltool.errors import ConfigError
 from mltool.metrics import classification_report
+from mltool.runtime.metadata import InputSpec, Normalization
 from mltool.runtime.preprocess import normalize
 from mltool.train import rundir
-
-MLTOOL_JSON = "mltool.json"
-FORMAT = "mltool.model/1"
+from mltool.train.rundir import DatasetRecord, RunInfo, read_run
 
 # Per-task defaults: (epochs, batch size). Early stopping usually ends runs sooner.
 TASK_DEFAULTS: dict[str, tuple[int, int]] = {
@@ -96,23 +95,26 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     run_dir: Path
-    info: dict[str, Any]  # the content of mltool.json
+    info: RunInfo  # what mltool.json holds
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.info["metrics"]
+        return self.info.metrics
 
     def summary(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
-            "task": self.info["task"],
-            "arch": self.info["arch"],
-            "classes": self.info["classes"],
-            "dataset": self.info["dataset"],
-            "training": self.info["training"],
+            "task": self.info.task,
+            "arch": self.info.arch,
+            "classes": self.info.classes,
+            "dataset": asdict(self.info.dataset),
+            "training": self.info.training,
             "metrics": {k: v for k, v in self.metrics.items() if k != "per_class"},
             "per_class": self.metrics.get("per_class", {}),
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.summary()
 
 
 def normalization_for(ds: Dataset, x_train: np.ndarray) -> tuple[float, float]:
@@ -174,7 +176,7 @@ def train(
 def _fit_and_write(
     cfg: TrainConfig, ds: Dataset, splits: Splits, tmp: Path,
     progress: ProgressFactory | None, extra_callbacks: list[Any], log: Callable[[str], None], started: float,
-) -> dict[str, Any]:
+) -> RunInfo:
     import_tensorflow()
     import keras
 
@@ -240,12 +242,12 @@ def _fit_and_write(
                    f"{cfg.task}: test accuracy {100 * report['accuracy']:.2f}%")
     (tmp / "evaluation.json").write_text(json.dumps({"split": "test", **report}, indent=2) + "\n")
 
-    layout = "NHWC" if ds.kind == "image" else "NWC"
-    input_info = {"shape": list(ds.input_shape), "layout": layout, "dtype": "float32",
-                  "raw_dtype": ds.input.get("dtype", "float32")}
-    input_info.update({k: v for k, v in ds.input.items() if k in ("color", "range", "resize")})
-    if ds.kind == "signal":
-        input_info.update({"rate_hz": cfg.rate_hz, "window": cfg.window})
+    input_info = InputSpec(
+        shape=list(ds.input_shape), layout="NHWC" if ds.kind == "image" else "NWC", dtype="float32",
+        raw_dtype=ds.input.get("dtype", "float32"), color=ds.input.get("color"), range=ds.input.get("range"),
+        resize=ds.input.get("resize"),
+        rate_hz=cfg.rate_hz if ds.kind == "signal" else None, window=cfg.window if ds.kind == "signal" else None,
+    )
     metrics = {
         "accuracy": report["accuracy"], "loss": report["loss"],
         "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
@@ -253,116 +255,52 @@ def _fit_and_write(
         "val_accuracy": round(float(hist["val_accuracy"][best_epoch - 1]), 6) if "val_accuracy" in hist else None,
         "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in report["per_class"].items()},
     }
-    info = {
-        "format": FORMAT,
-        "task": cfg.task,
-        "kind": f"{ds.kind}-classification",
-        "arch": cfg.arch,
-        "params": int(model.count_params()),
-        "input": input_info,
-        "normalization": {"mean": [mean], "std": [std], "formula": "(x - mean) / std"},
-        "output": {"type": "probabilities", "shape": [ds.num_classes]},
-        "classes": ds.class_names,
-        "dataset": {
-            "name": ds.name, "source": ds.source, "fingerprint": ds.fingerprint, "synthetic": ds.synthetic,
-            "official_test_split": ds.official_test_split, "samples": splits.sizes(),
-            "limit": cfg.limit, "val_split": cfg.val_split, "test_split": cfg.test_split,
-            "image_size": cfg.image_size, "window": cfg.window if ds.kind == "signal" else None,
-        },
-        "seed": cfg.seed,
-        "training": {
+    info = RunInfo(
+        task=cfg.task,
+        kind=f"{ds.kind}-classification",
+        arch=cfg.arch,  # type: ignore[arg-type]
+        params=int(model.count_params()),
+        input=input_info,
+        normalization=Normalization([mean], [std]),
+        output={"type": "probabilities", "shape": [ds.num_classes]},
+        classes=ds.class_names,
+        dataset=DatasetRecord(
+            name=ds.name, source=ds.source, fingerprint=ds.fingerprint, synthetic=ds.synthetic,
+            official_test_split=ds.official_test_split, samples=splits.sizes(),
+            limit=cfg.limit, val_split=cfg.val_split, test_split=cfg.test_split,
+            image_size=cfg.image_size, window=cfg.window if ds.kind == "signal" else None,
+        ),
+        seed=cfg.seed,
+        training={
             "epochs_requested": cfg.epochs, "epochs_run": len(history), "best_epoch": best_epoch,
             "stopped_early": stopped_early, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "patience": cfg.patience, "duration_s": round(time.monotonic() - started, 2),
         },
-        "metrics": metrics,
-        "files": {"model": "model.keras", "labels": "labels.txt", "history": "history.csv",
-                  "curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "evaluation": "evaluation.json"},
-        "versions": _versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        metrics=metrics,
+        files={"model": "model.keras", "labels": "labels.txt", "history": "history.csv",
+               "curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "evaluation": "evaluation.json"},
+        versions=_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     # Written last: a directory with mltool.json in it is a complete run.
-    (tmp / MLTOOL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    info.write(tmp)
     return info
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def read_run(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(run directory, mltool.json) for a run directory or a model file inside one."""
-    from mltool.errors import ModelError
-
-    p = Path(path).expanduser()
-    run_dir = p if p.is_dir() else p.parent
-    meta = run_dir / MLTOOL_JSON
-    if not p.exists():
-        raise ModelError(f"{p} does not exist", "pass a run directory from `mltool train` (e.g. runs/train/digits-1)")
-    if not meta.is_file():
-        raise ModelError(f"{run_dir} has no {MLTOOL_JSON}", "pass a complete run directory written by `mltool train`")
-    try:
-        info = json.loads(meta.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta} is not valid JSON ({exc})", "re-run `mltool train`; the file was edited or damaged") from None
-    if info.get("format") != FORMAT:
-        raise ModelError(f"{meta} is not an mltool model description", f"expected format {FORMAT}")
-    return run_dir, info
-
-
-def load_keras_model(path: str | Path) -> Any:
-    """Load a ``.keras`` file in safe mode: no arbitrary code (Lambda layers) is deserialised."""
-    from mltool.errors import ModelError
-
-    import_tensorflow()
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist", "check the path")
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "Lambda" in str(exc):
-            raise ModelError(
-                f"{path} needs unsafe deserialisation (it contains a Lambda layer or custom code)",
-                "rebuild the model without Lambda layers; mltool never runs code embedded in model files",
-            ) from None
-        raise ModelError(f"cannot load {path} ({str(exc).splitlines()[0][:200]})", "check that it is a Keras 3 .keras file") from None
-    except Exception as exc:  # zip errors, missing config, ...
-        raise ModelError(f"cannot load {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                         "check that it is a Keras 3 .keras file") from None
-
-
-def run_splits(info: dict[str, Any], data: str | Path | None = None) -> tuple[Dataset, Splits]:
-    """Rebuild the exact train/val/test split a run used (same data, seed and options)."""
-    from mltool.errors import DataError
-
-    d = info["dataset"]
-    source = data
-    if source is None and d["source"] and Path(d["source"]).exists():
-        source = d["source"] if info["task"] != "digits" else None
-    ds = load_task(info["task"], source, image_size=d.get("image_size"), window=d.get("window") or 3600)
-    if ds.fingerprint != d["fingerprint"]:
-        raise DataError(
-            f"the {info['task']} data at {ds.source} differs from the data the model was trained on",
-            "pass --data with the original dataset (fingerprints differ)",
-        )
-    splits = prepare_splits(ds, val_split=d["val_split"], test_split=d["test_split"], seed=info["seed"], limit=d["limit"])
-    return ds, splits
-
-
 def evaluate_run(path: str | Path, data: str | Path | None = None) -> dict[str, Any]:
     """Reload a run's saved model and re-measure it on its held-out test split."""
     run_dir, info = read_run(path)
-    ds, splits = run_splits(info, data)
-    model = load_keras_model(run_dir / info["files"]["model"])
-    norm = info["normalization"]
-    x = normalize(splits.x_test, norm["mean"][0], norm["std"][0])
+    ds, splits = info.splits(data)
+    model = load_keras_model(run_dir / info.files["model"])
+    x = normalize(splits.x_test, info.normalization.mean[0], info.normalization.std[0])
     t0 = time.monotonic()
     probs = model.predict(x, batch_size=256, verbose=0)
     seconds = time.monotonic() - t0
     report = classification_report(splits.y_test, probs.argmax(axis=1), ds.class_names)
     return {
-        "run_dir": str(run_dir), "task": info["task"], "arch": info["arch"], "split": "test",
-        "recorded_accuracy": info["metrics"]["accuracy"], "seconds": round(seconds, 3), **report,
+        "run_dir": str(run_dir), "task": info.task, "arch": info.arch, "split": "test",
+        "recorded_accuracy": info.metrics["accuracy"], "seconds": round(seconds, 3), **report,
     }

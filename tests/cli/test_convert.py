@@ -45,7 +45,7 @@ import numpy as np
 m = load_model(sys.argv[1])
 x = np.zeros((1, 8, 8, 1), np.float32)
 probs = m.run(x)[0]
-print(json.dumps({"meta": m.metadata, "runtime": m.runtime, "sum": float(probs.sum()),
+print(json.dumps({"meta": m.metadata.to_dict(), "runtime": m.runtime, "sum": float(probs.sum()),
                   "in": str(m.inputs[0].dtype)}))
 """
 
@@ -217,7 +217,7 @@ def test_h5_needs_allow_legacy(cli, tmp_path):
 
 
 def test_savedmodel_source(cli, digits_run, tmp_path):
-    from mltool.train.run import load_keras_model
+    from mltool._tf import load_keras_model
 
     sm = tmp_path / "saved"
     load_keras_model(digits_run / "model.keras").export(str(sm))

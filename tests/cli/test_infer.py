@@ -226,9 +226,9 @@ def test_mjpeg_stream_newest_frame_and_reconnect(fire_models, mjpeg):
     assert "lost" in kinds and "reconnected" in kinds
     assert summary["reconnects"] >= 1
     assert summary["dropped"] > 0
-    seqs = [int(r["name"].rsplit("#", 1)[1]) for r in results]
+    seqs = [int(r.name.rsplit("#", 1)[1]) for r in results]
     assert seqs == sorted(seqs) and max(b - a for a, b in zip(seqs, seqs[1:])) > 1
-    ages = [time.time() - r["timestamp"] for r in results[-3:]]
+    ages = [time.time() - r.timestamp for r in results[-3:]]
     assert max(ages) < 2.0  # newest frames, not a backlog
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltool.runtime.quant import TensorSpec, dequantize, pixel_lut, quantize
+from mltool.runtime.model_io import TensorSpec
+from mltool.runtime.quant import dequantize, pixel_lut, quantize
 
 
 @pytest.mark.parametrize("dtype, scale, zp", [(np.int8, 1 / 255, -128), (np.uint8, 0.0078125, 128), (np.int8, 0.0078125, -1)])
@@ -33,14 +34,14 @@ def test_clipping():
 def test_pixel_lut_equals_normalise_then_quantize(mean, std, channels):
     import cv2
 
-    from mltool.runtime.predict import ModelIO, preprocess_image
+    from mltool.runtime.model_io import InputAdapter
 
     spec = TensorSpec(0, "x", (1, 16, 16, channels), np.dtype(np.int8), 0.0078125, -1)
     lut = pixel_lut(np.array(mean, np.float32), np.array(std, np.float32), spec, channels)
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    io = ModelIO("image", "classification", (16, 16, channels), np.array(mean, np.float32), np.array(std, np.float32),
-                 False, None, None, None, lut)
-    got = preprocess_image(img, io)
+    adapter = InputAdapter("image", (16, 16, channels), spec, np.array(mean, np.float32), np.array(std, np.float32),
+                           False, None, lut)
+    got = adapter.image(img)
     src = img if channels == 3 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
     want = quantize((src.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32), spec)[None]
     assert got.dtype == np.int8 and np.array_equal(got, want)

@@ -1,0 +1,50 @@
+"""Classification outputs: probabilities, top-k, and which class an alert watches."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from mltool.errors import ConfigError
+from mltool.runtime.labels import Labels
+
+
+class Classification(NamedTuple):
+    label: str
+    score: float
+    index: int
+
+
+def probabilities(output: np.ndarray) -> np.ndarray:
+    """The first output as class probabilities (softmax applied unless it already is one)."""
+    v = output.reshape(-1).astype(np.float32)
+    if v.min() >= 0 and v.max() <= 1.0001 and abs(float(v.sum()) - 1) < 0.05:
+        return v
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+def top_k(probs: np.ndarray, labels: Labels, k: int) -> list[Classification]:
+    k = max(1, min(k, len(probs)))
+    idx = np.argsort(-probs, kind="stable")[:k]
+    return [Classification(labels.name(int(i)), round(float(probs[i]), 6), int(i)) for i in idx]
+
+
+def alert_index(labels: Labels, alert_class: str | None) -> int:
+    """Which class an --alert-threshold watches: --alert-class, else the first class that is not
+    a "no..."/"normal" class (fire in fire/no_fire, arrhythmia in arrhythmia/normal)."""
+    names = labels.names
+    if alert_class is not None:
+        found = labels.index(alert_class)
+        if found is not None:
+            return found
+        if alert_class.isdigit():
+            return int(alert_class)
+        raise ConfigError(f"--alert-class '{alert_class}' is not one of the model's labels",
+                          f"choose from: {', '.join(names) or 'class indexes'}")
+    for i, name in enumerate(names):
+        low = name.lower()
+        if not (low.startswith(("no_", "no-", "no ", "non", "not")) or low in ("normal", "background", "negative", "none")):
+            return i
+    return 0

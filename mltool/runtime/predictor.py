@@ -1,0 +1,306 @@
+"""One object for "load a model, feed it a frame, get typed results".
+
+    from mltool import Predictor
+
+    p = Predictor("model_int8.tflite", threads=2)
+    result = p("photo.jpg")                      # a path, an RGB uint8 array, or a signal window
+    print(result.top.label, result.top.score, result.timings.invoke)
+    for r in p.stream("clip.mp4"):               # any `mltool infer` source
+        print(r.index, r.top)
+
+`infer`, `bench --pipeline`, `serve` and MQTT reporting are all built on it. A Predictor holds
+one interpreter and is not thread-safe: use one per thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mltool.errors import ConfigError, DataError
+from mltool.runtime.classify import Classification, alert_index, probabilities, top_k
+from mltool.runtime.detect import Detection, decode, detection_outputs
+from mltool.runtime.labels import Labels
+from mltool.runtime.sources import Frame, Source, SourceEvent
+
+TASKS = ("auto", "classify", "detect")
+
+
+@dataclass
+class Timings:
+    """Milliseconds per stage of one result."""
+
+    read: float = 0.0
+    preprocess: float = 0.0
+    invoke: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.read + self.preprocess + self.invoke + self.postprocess
+
+    def as_dict(self) -> dict[str, float]:
+        return {"read": round(self.read, 3), "preprocess": round(self.preprocess, 3),
+                "invoke": round(self.invoke, 3), "postprocess": round(self.postprocess, 3)}
+
+
+@dataclass
+class Alert:
+    label: str
+    score: float
+    threshold: float
+    active: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"class": self.label, "score": round(self.score, 6), "threshold": self.threshold, "active": self.active}
+
+
+@dataclass
+class Result:
+    """What the model made of one frame, file or signal window."""
+
+    task: str  # classification | detection
+    classifications: list[Classification]
+    detections: list[Detection]
+    alert: Alert | None
+    timings: Timings
+    source: str
+    index: int
+    name: str
+    timestamp: float
+    image: np.ndarray | None = field(default=None, repr=False)  # the RGB frame it came from
+
+    @property
+    def top(self) -> Classification | Detection | None:
+        items = self.detections if self.task == "detection" else self.classifications
+        return items[0] if items else None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the source image, for mapping boxes to pixels."""
+        return None if self.image is None else (int(self.image.shape[1]), int(self.image.shape[0]))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON record `mltool infer --json` prints."""
+        d: dict[str, Any] = {"source": self.source, "index": self.index, "name": self.name,
+                             "timestamp": round(self.timestamp, 6)}
+        if self.task == "detection":
+            d["detections"] = [{"label": x.label, "score": x.score, "box": list(x.box), "class": x.index} for x in self.detections]
+        else:
+            d["predictions"] = [{"label": c.label, "score": c.score, "index": c.index} for c in self.classifications]
+            if self.alert is not None:
+                d["alert"] = self.alert.as_dict()
+        d["latency_ms"] = round(self.timings.invoke, 3)
+        d["timings_ms"] = self.timings.as_dict()
+        return d
+
+    def summary_lines(self) -> list[str]:
+        """The short text drawn on annotated frames."""
+        if self.task == "detection":
+            return [f"{len(self.detections)} objects"] + [f"{d.label} {d.score:.2f}" for d in self.detections[:3]]
+        top = self.classifications[0]
+        lines = [f"{top.label} {top.score:.2f}"]
+        if self.alert is not None and self.alert.active:
+            lines.append(f"ALERT {self.alert.label} {self.alert.score:.2f}")
+        return lines
+
+    def annotated(self) -> np.ndarray | None:
+        """A BGR copy of the frame with the results drawn on it (None for signals)."""
+        if self.image is None:
+            return None
+        from mltool.runtime.draw import annotate
+
+        return annotate(self.image, self.summary_lines(), self.detections if self.task == "detection" else None,
+                        alert=bool(self.alert and self.alert.active))
+
+
+def check_options(task: str = "auto", top_k: int = 3, alert_threshold: float | None = None) -> None:
+    """Validate Predictor options before anything is loaded (usage errors, exit 2)."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown --task '{task}'", "use auto, classify or detect")
+    if alert_threshold is not None and not 0 <= alert_threshold <= 1:
+        raise ConfigError(f"--alert-threshold {alert_threshold} is not a probability", "use a value between 0 and 1, e.g. 0.8")
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k} must be at least 1", "use --top-k 1 or more")
+
+
+class Predictor:
+    """A ``.tflite`` model ready to run: its input adapter, labels and output decoding decided once.
+
+    ``labels`` (a file or a list), ``mean`` and ``std`` override what the model's metadata says,
+    so models from elsewhere work too. ``task`` is ``auto`` (detection when the model has the
+    four SSD outputs), ``classify`` or ``detect``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        threads: int | None = None,
+        labels: str | Path | list[str] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        task: str = "auto",
+        top_k: int = 3,
+        score_threshold: float = 0.5,
+        alert_threshold: float | None = None,
+        alert_class: str | None = None,
+    ) -> None:
+        from mltool.runtime.interpreter import load_model
+        from mltool.runtime.model_io import input_adapter
+
+        check_options(task, top_k, alert_threshold)
+        self.model = load_model(model, threads=threads)
+        self.input = input_adapter(self.model, mean, std)
+        meta = self.model.metadata
+        if isinstance(labels, (str, Path)):
+            self.labels = Labels.from_file(labels)
+        elif labels is not None:
+            self.labels = Labels.from_list(labels)
+        else:
+            self.labels = Labels.from_list(meta.labels if meta is not None and meta.labels else [])
+        mapping = detection_outputs(self.model.outputs)
+        if task == "detect" and mapping is None:
+            raise ConfigError(f"{self.model.path} does not have the four SSD-style outputs (boxes, classes, scores, count)",
+                              "use --task classify, or a detection model")
+        self.task = "detection" if (task == "detect" or (task == "auto" and mapping is not None)) else "classification"
+        self._detection = mapping if self.task == "detection" else None
+        self.top_k = top_k
+        self.score_threshold = score_threshold
+        self.alert_threshold = alert_threshold
+        self.alert_index = alert_index(self.labels, alert_class) if alert_threshold is not None else None
+
+    # ------------------------------------------------------------------ what it is
+    @property
+    def kind(self) -> str:
+        """image | signal"""
+        return self.input.kind
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        return {"model": str(m.path), "runtime": f"{m.runtime} {m.runtime_version}",
+                "input": list(m.inputs[0].shape), "input_dtype": str(m.inputs[0].dtype),
+                "task": self.task, "kind": self.kind, "labels": len(self.labels), "raw_pixels": self.input.raw_quantized}
+
+    # ------------------------------------------------------------------ running it
+    def __call__(self, x: np.ndarray | str | Path, *, name: str | None = None) -> Result:
+        """One result for an RGB uint8 image (H x W x 3), a signal window, or an image file."""
+        t0 = time.perf_counter()
+        if isinstance(x, (str, Path)):
+            label = str(x)
+            x = self._read(Path(x))
+        else:
+            label = name or "array"
+        read_ms = (time.perf_counter() - t0) * 1000
+        x = np.asarray(x)
+        if self.kind == "image":
+            frame = Frame(0, name or label, time.time(), image=x, read_ms=read_ms)
+        else:
+            frame = Frame(0, name or label, time.time(), signal=x.astype(np.float32).reshape(-1), read_ms=read_ms)
+        return self.predict_frame(frame, source=label)
+
+    def _read(self, path: Path) -> np.ndarray:
+        if self.kind == "image":
+            from mltool.data.images import read_image
+
+            return read_image(path, None, "RGB")
+        from mltool.data.signals import read_signal
+
+        sig = read_signal(path)
+        if len(sig) != self.input.window:
+            raise DataError(f"signal file {path} has {len(sig)} samples, the model takes windows of {self.input.window}",
+                            "use Predictor.stream(path) to run every window of a longer recording")
+        return sig
+
+    def predict_frame(self, frame: Frame, source: str = "") -> Result:
+        t0 = time.perf_counter()
+        x = self.input.image(frame.image) if frame.image is not None else self.input.signal(frame.signal)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        outputs = self.model.run_prepared(x)
+        t2 = time.perf_counter()
+        classes: list[Classification] = []
+        dets: list[Detection] = []
+        alert = None
+        if self._detection is not None:
+            dets = decode(outputs, self._detection, self.labels, self.score_threshold)
+        else:
+            probs = probabilities(outputs[0])
+            classes = top_k(probs, self.labels, self.top_k)
+            if self.alert_index is not None:
+                score = float(probs[self.alert_index])
+                alert = Alert(self.labels.name(self.alert_index), score, self.alert_threshold,  # type: ignore[arg-type]
+                              score >= self.alert_threshold)  # type: ignore[operator]
+        t3 = time.perf_counter()
+        timings = Timings(frame.read_ms, (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
+        return Result(self.task, classes, dets, alert, timings, source, frame.index, frame.name, frame.timestamp,
+                      image=frame.image)
+
+    def stream(self, source: str | Source, *, every: int = 1, events: bool = False, hop: int | None = None,
+               timeout_s: float = 5.0, max_reconnects: int | None = None) -> Stream:
+        """Results for every frame of ``source`` (anything `mltool infer` takes, or an open
+        :class:`~mltool.runtime.sources.Source`); with ``events=True`` also the source's events
+        (errors, lost, reconnected, stalled). Use it as an iterator or a context manager."""
+        if isinstance(source, str):
+            from mltool.runtime.sources import open_source
+
+            source = open_source(source, signal_window=self.input.window, hop=hop, rate=self.input.rate_hz,
+                                 timeout_s=timeout_s, max_reconnects=max_reconnects)
+        if self.kind == "image" and source.kind == "signal":
+            source.close()
+            raise ConfigError(f"{self.model.path} takes images but {source.label} is a signal source",
+                              "pass an image/video/camera/stream source")
+        return Stream(self, source, every=every, events=events)
+
+    def close(self) -> None:
+        self.model.interpreter = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Stream:
+    """A Predictor over a source: iterate for results; ``skipped`` counts frames left out by
+    ``every``; ``source.stats`` has the source's own counters."""
+
+    def __init__(self, predictor: Predictor, source: Source, *, every: int = 1, events: bool = False) -> None:
+        if every < 1:
+            raise ConfigError(f"--every {every} must be at least 1", "use --every 1 to process every frame")
+        self.predictor = predictor
+        self.source = source
+        self.every = every
+        self.events = events
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Result | SourceEvent]:
+        seen = 0
+        for item in self.source:
+            if isinstance(item, SourceEvent):
+                if self.events:
+                    yield item
+                continue
+            seen += 1
+            if (seen - 1) % self.every:
+                self.skipped += 1
+                continue
+            yield self.predictor.predict_frame(item, source=self.source.label)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
