@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -21,3 +25,43 @@ def parse_floats(value: Optional[str], name: str) -> Optional[list[float]]:
     except ValueError:
         raise ConfigError(f"{name} '{value}' is not a number or comma-separated numbers",
                           f"e.g. {name} 127.5 or {name} 0.485,0.456,0.406") from None
+
+
+# --------------------------------------------------------------------------- SSH options, once
+
+IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="Private key file (ed25519, RSA, ECDSA).")]
+PortOpt = Annotated[Optional[int], typer.Option("--port", "-p", help="SSH port (default: from ~/.ssh/config, else 22).")]
+KnownHostsOpt = Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-new-host", help="Accept and record the key of a host seen for the first time.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Connect timeout in seconds.")]
+RemoteDirOpt = Annotated[str, typer.Option("--remote-dir", help="mltool's folder on the device.")]
+
+_SSH_PARAMS = (
+    ("identity", IdentityOpt, None),
+    ("port", PortOpt, None),
+    ("known_hosts", KnownHostsOpt, None),
+    ("trust_new_host", TrustOpt, False),
+    ("timeout", TimeoutOpt, 10.0),
+    ("remote_dir", RemoteDirOpt, "~/mltool"),
+)
+
+
+def ssh_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the SSH options every device command shares (--identity, --port,
+    --known-hosts, --trust-new-host, --timeout, --remote-dir), declared once here. The command
+    receives them as ``ssh`` (an :class:`~mltool.deploy.ssh.SshOptions`) and ``remote_dir``."""
+    names = [n for n, _, _ in _SSH_PARAMS if n != "remote_dir"]
+    sig = inspect.signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name not in ("ssh", "remote_dir")]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in _SSH_PARAMS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        from mltool.deploy.ssh import SshOptions
+
+        opts = {n: kwargs.pop(n) for n in names}
+        return command(ssh=SshOptions(**opts), remote_dir=kwargs.pop("remote_dir"), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in own + extra}, "return": sig.return_annotation}
+    return wrapper

@@ -7,23 +7,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt
+from mltool.cli._options import JsonOpt, ssh_options
 
-IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="Private key file (ed25519, RSA, ECDSA).")]
-PortOpt = Annotated[Optional[int], typer.Option("--port", "-p", help="SSH port (default: from ~/.ssh/config, else 22).")]
-KnownHostsOpt = Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts).")]
-TrustOpt = Annotated[bool, typer.Option("--trust-new-host", help="Accept and record the key of a host seen for the first time.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Connect timeout in seconds.")]
-RootOpt = Annotated[str, typer.Option("--remote-dir", help="mltool's folder on the device.")]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Model name on the device (default: the model's task, else its file name).")]
 
 
-def _cfg(**kw: Any) -> Any:
-    from mltool.deploy.deploy import DeployConfig
-
-    return DeployConfig(**kw)
-
-
+@ssh_options
 def deploy(
     targets: Annotated[list[str], typer.Argument(help="[USER@]HOST[:PORT] ... then MODEL (a .tflite or a run directory).", show_default=False)],
     inventory: Annotated[Optional[Path], typer.Option("--inventory", help="YAML inventory of hosts, groups and labels.")] = None,
@@ -33,57 +22,47 @@ def deploy(
     parallel: Annotated[int, typer.Option("--parallel", help="Hosts at a time.")] = 5,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Canary batches, e.g. 1,25%,100%: a failing batch stops the rollout.")] = None,
     max_fail_pct: Annotated[float, typer.Option("--max-fail-pct", help="Failed/unreachable hosts tolerated (percent) before stopping.")] = 0.0,
-    setup: Annotated[bool, typer.Option("--setup", help="Prepare the device: venv + mltool[device] from a locally built wheel.")] = False,
+    setup: Annotated[bool, typer.Option("--setup", help="Prepare the device: venv + mltool\\[device] from a locally built wheel.")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Run `mltool bench` on the device and show its numbers.")] = False,
     service: Annotated[Optional[str], typer.Option("--service", help='Install a systemd unit running this mltool command on the current release, e.g. "infer --camera --alert-threshold 0.8".')] = None,
     no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip the on-device load-and-run check (not recommended).")] = False,
-    identity: IdentityOpt = None,
-    port: PortOpt = None,
-    known_hosts: KnownHostsOpt = None,
-    trust_new_host: TrustOpt = False,
-    timeout: TimeoutOpt = 10.0,
     command_timeout: Annotated[float, typer.Option("--command-timeout", help="Seconds before a remote command is abandoned.")] = 120.0,
-    remote_dir: RootOpt = "~/mltool",
     json_out: JsonOpt = False,
+    *,
+    ssh: Any,
+    remote_dir: str,
 ) -> None:
     """Upload MODEL to each target as a verified release, probe it there, then switch `current`
     atomically. Identical content sends 0 bytes. Exit 3 if a host failed, 4 if one was unreachable."""
+    import dataclasses
+
     from mltool.cli._output import print_json, stderr_console
-    from mltool.deploy.deploy import resolve_artifact
-    from mltool.deploy.fleet import Host, apply_limit, load_inventory, rollout
-    from mltool.errors import ConfigError
+    from mltool.deploy import DeployConfig
+    from mltool.deploy import deploy as run_deploy
 
     args = list(targets)
     model: Path | None = None
     if args and (Path(args[-1]).suffix == ".tflite" or Path(args[-1]).is_dir()):
         model = Path(args.pop())
-    if model is None and not setup:
-        raise ConfigError("no model given", "pass a .tflite file or run directory after the targets (or --setup alone)")
-    hosts = [Host(a, a) for a in args]
-    if inventory is not None:
-        hosts += load_inventory(inventory)
-    if not hosts:
-        raise ConfigError("no targets given", "pass [USER@]HOST[:PORT] or --inventory FILE")
-    hosts = apply_limit(hosts, limit)
-    cfg = _cfg(model=model, name=name, root=remote_dir, keep=keep, identity=identity, port=port, known_hosts=known_hosts,
-               trust_new_host=trust_new_host, timeout=timeout, command_timeout=command_timeout, probe=not no_probe,
-               bench=bench, setup=setup, service=service)
-    artifact = resolve_artifact(model, name) if model is not None else None
+    cfg = DeployConfig(model=model, name=name, root=remote_dir, keep=keep,
+                       ssh=dataclasses.replace(ssh, command_timeout=command_timeout), probe=not no_probe,
+                       bench=bench, setup=setup, service=service, parallel=parallel, batch=batch, max_fail_pct=max_fail_pct)
     console = stderr_console()
-    if artifact is not None:
-        console.print(f"[dim]{artifact.path} -> {artifact.name} release {artifact.release_id} ({artifact.size:,} bytes) "
-                      f"on {len(hosts)} host(s)[/dim]")
+
+    def start(artifact: Any, hosts: list[Any]) -> None:
+        if artifact is not None:
+            console.print(f"[dim]{artifact.path} -> {artifact.name} release {artifact.release_id} ({artifact.size:,} bytes) "
+                          f"on {len(hosts)} host(s)[/dim]")
 
     def show(r: Any) -> None:
-        color = {"changed": "green", "unchanged": "cyan", "failed": "red", "unreachable": "red", "skipped": "yellow"}[r.status]
+        color = {"changed": "green", "unchanged": "cyan", "ready": "green", "failed": "red", "unreachable": "red",
+                 "skipped": "yellow"}[r.status]
         console.print(f"[{color}]{r.status:<11}[/{color}] {r.host}  {r.message}", soft_wrap=True)
 
-    fleet = rollout(hosts, cfg, artifact, parallel=parallel, batch=batch, max_fail_pct=max_fail_pct, on_result=show)
+    fleet = run_deploy(args, cfg, inventory=inventory, limit=limit, on_start=start, on_result=show)
     _render(console, fleet)
     if json_out:
-        print_json({"model": str(artifact.path) if artifact else None, "release": artifact.release_id if artifact else None,
-                    "batches": fleet.batches, "stopped_early": fleet.stopped_early, "counts": fleet.counts(),
-                    "hosts": [r.as_dict() for r in fleet.results]})
+        print_json(fleet.as_dict())
     code = fleet.exit_code()
     if code:
         raise typer.Exit(code)
@@ -117,12 +96,14 @@ def _render(console: Any, fleet: Any) -> None:
     console.print(", ".join(f"{k} {v}" for k, v in sorted(c.items())) + (" — rollout stopped early" if fleet.stopped_early else ""))
 
 
+@ssh_options
 def releases(
     target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
     name: NameOpt = None,
-    identity: IdentityOpt = None, port: PortOpt = None, known_hosts: KnownHostsOpt = None,
-    trust_new_host: TrustOpt = False, timeout: TimeoutOpt = 10.0, remote_dir: RootOpt = "~/mltool",
     json_out: JsonOpt = False,
+    *,
+    ssh: Any,
+    remote_dir: str,
 ) -> None:
     """List the releases on a device and which one is current."""
     import datetime
@@ -130,13 +111,9 @@ def releases(
     from rich.table import Table
 
     from mltool.cli._output import print_json, stderr_console
-    from mltool.deploy.deploy import list_releases
+    from mltool.deploy import list_releases
 
-    cfg = _cfg(root=remote_dir, identity=identity, port=port, known_hosts=known_hosts, trust_new_host=trust_new_host, timeout=timeout)
-    res = list_releases(target, cfg, name)
-    if json_out:
-        print_json(res)
-        return
+    res = list_releases(target, ssh, remote_dir, name)
     t = Table(title=f"releases on {res['host']}")
     for c in ("model", "release", "current", "size", "deployed", "task", "quantization"):
         t.add_column(c)
@@ -146,40 +123,42 @@ def releases(
             t.add_row(model, r["id"], "*" if r["id"] == st["current"] else "", f"{r['size']:,}", when, str(r.get("task") or "-"),
                       str(r.get("quantization") or "-"))
     stderr_console().print(t)
+    if json_out:
+        print_json(res)
 
 
+@ssh_options
 def rollback(
     target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
     to: Annotated[Optional[str], typer.Option("--to", help="Release id (or a unique prefix); default: the one before current.")] = None,
     name: NameOpt = None,
-    identity: IdentityOpt = None, port: PortOpt = None, known_hosts: KnownHostsOpt = None,
-    trust_new_host: TrustOpt = False, timeout: TimeoutOpt = 10.0, remote_dir: RootOpt = "~/mltool",
     json_out: JsonOpt = False,
+    *,
+    ssh: Any,
+    remote_dir: str,
 ) -> None:
     """Switch a device's `current` back to an earlier release in one atomic step."""
     from mltool.cli._output import print_json, stderr_console
-    from mltool.deploy.deploy import rollback as do_rollback
+    from mltool.deploy import rollback as do_rollback
 
-    cfg = _cfg(root=remote_dir, identity=identity, port=port, known_hosts=known_hosts, trust_new_host=trust_new_host, timeout=timeout)
-    res = do_rollback(target, cfg, name, to)
+    res = do_rollback(target, ssh, remote_dir, name, to)
     stderr_console().print(f"{res['host']}: {res['name']} current -> {res['current']} (was {res['previous']})")
     if json_out:
         print_json(res)
 
 
+@ssh_options
 def logs(
     target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
     name: Annotated[str, typer.Option("--name", help="Model name whose service to read.")],
     lines: Annotated[int, typer.Option("--lines", "-n", help="Journal lines.")] = 100,
-    identity: IdentityOpt = None, port: PortOpt = None, known_hosts: KnownHostsOpt = None,
-    trust_new_host: TrustOpt = False, timeout: TimeoutOpt = 10.0,
+    *,
+    ssh: Any,
+    remote_dir: str,
 ) -> None:
-    """Show the journal of the service installed with `deploy --service`."""
+    """Show the journal of the service installed with `deploy --service` (on stdout)."""
     import sys
 
-    from mltool.deploy.service import service_logs
-    from mltool.deploy.ssh import Session, parse_target
+    from mltool.deploy import service_logs
 
-    t = parse_target(target, port=port, identity=identity)
-    with Session(t, known_hosts=known_hosts, trust_new=trust_new_host, timeout=timeout) as s:
-        sys.stdout.write(service_logs(s, name, lines))
+    sys.stdout.write(service_logs(target, name, lines, ssh))

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltool.deploy.deploy import Artifact, DeployConfig, HostResult, deploy_host
 from mltool.deploy.errors import EXIT_FAILED, EXIT_UNREACHABLE
+from mltool.deploy.host import Artifact, DeployConfig, HostResult, deploy_host, resolve_artifact
 from mltool.errors import ConfigError, DataError, did_you_mean
 
 
@@ -122,6 +122,14 @@ class FleetResult:
     results: list[HostResult]
     batches: list[int]
     stopped_early: bool
+    artifact: Artifact | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `mltool deploy --json` prints."""
+        a = self.artifact
+        return {"model": str(a.path) if a else None, "release": a.release_id if a else None,
+                "batches": self.batches, "stopped_early": self.stopped_early, "counts": self.counts(),
+                "hosts": [r.as_dict() for r in self.results]}
 
     def counts(self) -> dict[str, int]:
         c: dict[str, int] = {}
@@ -138,9 +146,40 @@ class FleetResult:
         return 0
 
 
-def rollout(hosts: list[Host], cfg: DeployConfig, artifact: Artifact | None, *, parallel: int = 5,
-            batch: str | None = None, max_fail_pct: float = 0.0,
+def deploy(
+    targets: list[str],
+    cfg: DeployConfig,
+    *,
+    inventory: Path | None = None,
+    limit: str | None = None,
+    on_start: Callable[[Artifact | None, list[Host]], None] = lambda a, h: None,
+    on_result: Callable[[HostResult], None] = lambda r: None,
+) -> FleetResult:
+    """Deploy ``cfg.model`` to ``targets`` plus the hosts of ``inventory`` (narrowed by
+    ``limit``), ``cfg.parallel`` at a time in ``cfg.batch`` canary batches. The CLI's call::
+
+        from mltool.deploy import DeployConfig, deploy
+        fleet = deploy(["pi@kitchen.local"], DeployConfig(model="runs/train/fire-1"))
+        print(fleet.counts(), fleet.exit_code())
+    """
+    hosts = [Host(t, t) for t in targets]
+    if inventory is not None:
+        hosts += load_inventory(Path(inventory))
+    if not hosts:
+        raise ConfigError("no targets given", "pass [USER@]HOST[:PORT] or --inventory FILE")
+    hosts = apply_limit(hosts, limit)
+    if cfg.model is None and not cfg.setup:
+        raise ConfigError("no model given", "pass a .tflite file or run directory after the targets (or --setup alone)")
+    artifact = resolve_artifact(Path(cfg.model), cfg.name) if cfg.model is not None else None
+    on_start(artifact, hosts)
+    fleet = rollout(hosts, cfg, artifact, on_result=on_result)
+    fleet.artifact = artifact
+    return fleet
+
+
+def rollout(hosts: list[Host], cfg: DeployConfig, artifact: Artifact | None, *,
             on_result: Callable[[HostResult], None] = lambda r: None) -> FleetResult:
+    parallel, batch, max_fail_pct = cfg.parallel, cfg.batch, cfg.max_fail_pct
     if parallel < 1:
         raise ConfigError(f"--parallel {parallel} must be at least 1", "use --parallel 5")
     sizes = batch_sizes(batch, len(hosts))

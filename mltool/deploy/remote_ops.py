@@ -1,10 +1,8 @@
 """Release operations that run ON THE DEVICE (sent as source over SSH, stdlib only).
 
-Layout under ROOT (default ~/mltool):
-
-    models/<name>/releases/<id>/model.tflite   (+ release.json)
-    models/<name>/current -> releases/<id>      (switched with rename(2): atomic)
-    models/<name>/releases/.tmp-*               (uploads in progress; removed by the next deploy)
+The paths come in the arguments, from :class:`mltool.deploy.layout.DeviceLayout` (which
+describes the layout): ``base`` (one model), ``releases``, ``current`` (a symlink switched with
+rename(2)), ``models`` (all models) and ``python`` (the device venv's interpreter).
 
 Usage: python3 -c SOURCE OP JSON_ARGS  -> prints one JSON object.
 """
@@ -26,9 +24,8 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _dirs(root, name):
-    base = os.path.join(os.path.expanduser(root), "models", name)
-    return base, os.path.join(base, "releases"), os.path.join(base, "current")
+def _dirs(a):
+    return tuple(os.path.expanduser(a[k]) for k in ("base", "releases", "current"))
 
 
 def _current(cur):
@@ -57,15 +54,15 @@ def _releases(rel):
 
 
 def op_state(a):
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     stale = [d for d in os.listdir(rel) if d.startswith(".tmp-")] if os.path.isdir(rel) else []
     return {"releases": _releases(rel), "current": _current(cur), "stale": stale, "base": base}
 
 
 def op_names(a):
-    models = os.path.join(os.path.expanduser(a["root"]), "models")
+    models = os.path.expanduser(a["models"])
     names = sorted(n for n in os.listdir(models) if os.path.isdir(os.path.join(models, n))) if os.path.isdir(models) else []
-    return {"names": names, "root": os.path.expanduser(a["root"])}
+    return {"names": names, "models": models}
 
 
 def _proc_start(pid):
@@ -109,7 +106,7 @@ def _stale(tmp_dir):
 def op_prepare(a):
     """Remove stale uploads (their SSH session is gone); report whether this content is already
     here; make an upload dir owned by this session."""
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     os.makedirs(rel, exist_ok=True)
     removed = []
     for d in os.listdir(rel):
@@ -134,7 +131,7 @@ def op_prepare(a):
 
 def op_commit(a):
     """Verify the uploaded file, then move the upload dir into releases/<id> in one rename."""
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     part = os.path.join(a["tmp"], "model.tflite.part")
     got = _sha256(part)
     if got != a["sha256"]:
@@ -158,7 +155,7 @@ def op_commit(a):
 
 def op_switch(a):
     """Point current at releases/<id> atomically (symlink to a temp name, then rename over)."""
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     if not os.path.isfile(os.path.join(rel, a["id"], "model.tflite")):
         raise SystemExit("no release %s for %s" % (a["id"], a["name"]))
     previous = _current(cur)
@@ -169,7 +166,7 @@ def op_switch(a):
 
 
 def op_prune(a):
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     current = _current(cur)
     rels = [r for r in _releases(rel) if r["id"] != current]
     keep_others = max(0, a["keep"] - (1 if current else 0))
@@ -185,7 +182,7 @@ def op_finish(a):
     release and leaves current alone."""
     import subprocess
 
-    base, rel, cur = _dirs(a["root"], a["name"])
+    base, rel, cur = _dirs(a)
     committed = False
     if a.get("tmp"):
         op_commit(a)
@@ -195,7 +192,7 @@ def op_finish(a):
         return {"status": "unchanged", "current": current}
     probe = None
     if a.get("probe_source"):
-        venv_py = os.path.join(os.path.expanduser(a["root"]), "venv", "bin", "python")
+        venv_py = os.path.expanduser(a["python"])
         py = venv_py if os.access(venv_py, os.X_OK) else sys.executable
         model = os.path.join(rel, a["id"], "model.tflite")
         try:

@@ -7,7 +7,8 @@ import shlex
 from typing import Any
 
 from mltool.deploy.errors import DeployError
-from mltool.deploy.ssh import Session
+from mltool.deploy.layout import DeviceLayout
+from mltool.deploy.ssh import Session, SshOptions, qpath
 
 
 def unit_name(name: str) -> str:
@@ -26,14 +27,13 @@ def _systemd(session: Session) -> tuple[str, str]:
     return "--user", "~/.config/systemd/user"
 
 
-def render_unit(root: str, name: str, command: str, home: str) -> str:
+def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str:
     argv = shlex.split(command)
     if not argv:
         raise DeployError("--service needs an mltool command line", 'e.g. --service "infer --camera --alert-threshold 0.8"')
-    root_abs = root.replace("~", home, 1)
-    model = f"{root_abs}/models/{name}/current/model.tflite"
+    here = layout.expanded(home)
     # The command's first word is the subcommand; the current release's model goes right after it.
-    exec_argv = [f"{root_abs}/venv/bin/mltool", argv[0], model, *argv[1:]]
+    exec_argv = [here.mltool, argv[0], here.current_model(name), *argv[1:]]
     return (
         "[Unit]\n"
         f"Description=mltool {argv[0]} ({name})\n"
@@ -46,14 +46,12 @@ def render_unit(root: str, name: str, command: str, home: str) -> str:
     )
 
 
-def install_service(session: Session, root: str, name: str, command: str) -> dict[str, Any]:
-    from mltool.deploy.deploy import _q
-
+def install_service(session: Session, layout: DeviceLayout, name: str, command: str) -> dict[str, Any]:
     user_flag, unit_dir = _systemd(session)
     home = session.run('printf %s "$HOME"').out
-    unit = render_unit(root, name, command, home)
+    unit = render_unit(layout, name, command, home)
     path = f"{unit_dir}/{unit_name(name)}"
-    session.run(f"mkdir -p {_q(unit_dir)} && cat > {_q(path)} <<'MLTOOL_UNIT'\n{unit}MLTOOL_UNIT", what="write unit")
+    session.run(f"mkdir -p {qpath(unit_dir)} && cat > {qpath(path)} <<'MLTOOL_UNIT'\n{unit}MLTOOL_UNIT", what="write unit")
     sc = f"systemctl {user_flag}".strip()
     session.run(f"{sc} daemon-reload && {sc} enable {unit_name(name)} && {sc} restart {unit_name(name)}", what="start service")
     if user_flag:
@@ -62,7 +60,9 @@ def install_service(session: Session, root: str, name: str, command: str) -> dic
     return {"unit": unit_name(name), "path": path, "active": state, "exec": unit.split("ExecStart=", 1)[1].split("\n", 1)[0]}
 
 
-def service_logs(session: Session, name: str, lines: int) -> str:
-    user_flag, _ = _systemd(session)
-    r = session.run(f"journalctl {user_flag} -u {unit_name(name)} -n {int(lines)} --no-pager", check=False, what="journalctl")
-    return r.out
+def service_logs(spec: str, name: str, lines: int = 100, ssh: SshOptions | None = None) -> str:
+    """The last ``lines`` of the journal of the service `deploy --service` installed for ``name``."""
+    with (ssh or SshOptions()).session(spec) as session:
+        user_flag, _ = _systemd(session)
+        r = session.run(f"journalctl {user_flag} -u {unit_name(name)} -n {int(lines)} --no-pager", check=False, what="journalctl")
+        return r.out

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mltool.deploy.errors import DeployError
-from mltool.deploy.ssh import Session
+from mltool.deploy.layout import DeviceLayout
+from mltool.deploy.ssh import Session, qpath
 
 VERSIONS = """
 import json
@@ -42,10 +43,8 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def setup_device(session: Session, root: str) -> dict[str, Any]:
-    from mltool.deploy.deploy import _q
-
-    info = json.loads(session.run(f"python3 -c {_q(PROBE)}", what="python check").out)
+def setup_device(session: Session, layout: DeviceLayout) -> dict[str, Any]:
+    info = json.loads(session.run(f"python3 -c {qpath(PROBE)}", what="python check").out)
     if not info["ok"]:
         raise DeployError(f"{session.target.label} has Python {info['python']}; mltool needs 3.10+",
                           "upgrade the OS (Raspberry Pi OS Bookworm has 3.11)")
@@ -54,19 +53,19 @@ def setup_device(session: Session, root: str) -> dict[str, Any]:
     if arm32:
         warnings.append("32-bit ARM: no ai-edge-litert wheel exists; installing tflite-runtime with numpy<2 instead "
                         "(64-bit Raspberry Pi OS is recommended)")
-    venv = f"{root}/venv"
-    session.run(f"mkdir -p {_q(root)} && (test -x {_q(venv)}/bin/python || python3 -m venv {_q(venv)})",
+    venv = layout.venv
+    session.run(f"mkdir -p {qpath(layout.root)} && (test -x {qpath(layout.python)} || python3 -m venv {qpath(venv)})",
                 what="create venv", timeout=300)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(Path(tmp))
-        remote_wheel = f"{root}/{wheel.name}"
+        remote_wheel = f"{layout.root}/{wheel.name}"
         home = session.run("printf %s \"$HOME\"").out
-        session.put(wheel, remote_wheel.replace("~", home, 1))
+        session.put(wheel, f"{layout.expanded(home).root}/{wheel.name}")
     spec = f"{remote_wheel}[device]" if not arm32 else remote_wheel
     extra = "" if not arm32 else " 'tflite-runtime' 'numpy<2' pillow opencv-python-headless flatbuffers"
-    session.run(f"{_q(venv)}/bin/pip install -q --disable-pip-version-check {_q(spec)}{extra}",
+    session.run(f"{qpath(layout.pip)} install -q --disable-pip-version-check {qpath(spec)}{extra}",
                 what="pip install", timeout=1800)
-    versions = session.python(VERSIONS, interpreter=f"{venv}/bin/python", what="report versions", check=False).out
+    versions = session.python(VERSIONS, interpreter=layout.python, what="report versions", check=False).out
     try:
         installed = json.loads(versions.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -89,6 +89,24 @@ def default_known_hosts() -> Path:
 
 
 @dataclass
+class SshOptions:
+    """How to reach devices: shared by deploy, releases, rollback and logs."""
+
+    identity: Path | None = None
+    port: int | None = None
+    known_hosts: Path | None = None
+    trust_new_host: bool = False
+    timeout: float = 10.0
+    command_timeout: float = 120.0
+
+    def session(self, spec: str) -> Session:
+        """An unconnected :class:`Session` to ``spec`` (``[USER@]HOST[:PORT]`` or an ssh-config alias)."""
+        target = parse_target(spec, port=self.port, identity=self.identity)
+        return Session(target, known_hosts=self.known_hosts, trust_new=self.trust_new_host,
+                       timeout=self.timeout, command_timeout=self.command_timeout)
+
+
+@dataclass
 class CommandResult:
     rc: int
     out: str

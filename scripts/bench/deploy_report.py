@@ -49,8 +49,8 @@ def big_model(path: Path) -> Path:
 
 
 def main() -> None:
-    from mltool.deploy.deploy import DeployConfig, deploy_host, resolve_artifact
-    from mltool.deploy.ssh import Session, parse_target
+    from mltool.deploy.host import DeployConfig, deploy_host, resolve_artifact
+    from mltool.deploy.ssh import Session, SshOptions, parse_target
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -109,7 +109,7 @@ def main() -> None:
         import keras
 
         def one(i: int, art, probe: bool = True):
-            cfg = DeployConfig(identity=key, known_hosts=kh, trust_new_host=True, root=str(roots[i]), probe=probe)
+            cfg = DeployConfig(ssh=SshOptions(identity=key, known_hosts=kh, trust_new_host=True), root=str(roots[i]), probe=probe)
             return deploy_host(servers[i].target, cfg, art)
 
         singles, fleets, singles_np, fleets_np, busy, cpu1, cpu10 = [], [], [], [], [], [], []

@@ -1,7 +1,10 @@
-"""``deploy()``: put a .tflite model on a device as a verified, probed, atomically switched release.
+"""One host: put a .tflite model on a device as a verified, probed, atomically switched release;
+list its releases; roll back.
 
-    from mltool.deploy.deploy import DeployConfig, deploy_host
+    from mltool.deploy.host import DeployConfig, deploy_host
     result = deploy_host("pi@raspberrypi.local", DeployConfig(model="runs/train/fire-1/model_int8.tflite"))
+
+Several hosts at once (inventory, canary batches) are :func:`mltool.deploy.deploy`.
 """
 
 from __future__ import annotations
@@ -12,17 +15,16 @@ import json
 import shlex
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mltool import __version__
 from mltool.deploy.errors import DeployError, UnreachableError
-from mltool.deploy.ssh import Session, parse_target, qpath
+from mltool.deploy.layout import MODEL_FILE, DeviceLayout
+from mltool.deploy.ssh import Session, SshOptions, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
 from mltool.runtime.metadata import ModelMetadata
-
-PREFERRED = ("model_int8.tflite", "model_dynamic.tflite", "model_float16.tflite", "model_float32.tflite", "model_int16x8.tflite")
 
 
 def _source(name: str) -> str:
@@ -31,26 +33,28 @@ def _source(name: str) -> str:
 
 @dataclass
 class DeployConfig:
-    model: Path | None = None
+    model: Path | None = None  # a .tflite file or a run directory; None with setup=True prepares the device only
     name: str | None = None
     root: str = "~/mltool"
     keep: int = 3
-    identity: Path | None = None
-    port: int | None = None
-    known_hosts: Path | None = None
-    trust_new_host: bool = False
-    timeout: float = 10.0
-    command_timeout: float = 120.0
+    ssh: SshOptions = field(default_factory=SshOptions)
     probe: bool = True
     bench: bool = False
     setup: bool = False
     service: str | None = None
+    parallel: int = 5  # fleets: hosts at a time
+    batch: str | None = None  # fleets: canary batches, e.g. "1,25%,100%"
+    max_fail_pct: float = 0.0
+
+    @property
+    def layout(self) -> DeviceLayout:
+        return DeviceLayout(self.root)
 
 
 @dataclass
 class HostResult:
     host: str
-    status: str  # changed | unchanged | failed | unreachable | skipped
+    status: str  # changed | unchanged | ready (set up, no model) | failed | unreachable | skipped
     release: str | None = None
     previous: str | None = None
     bytes_sent: int = 0
@@ -80,12 +84,13 @@ class Artifact:
 
 def resolve_artifact(model: Path, name: str | None) -> Artifact:
     """A .tflite file, or a run directory (its int8 model first). Verified locally before upload."""
+    from mltool.convert.naming import DEPLOY_PREFERENCE, tflite_name
     from mltool.runtime.metadata import read_metadata
     from mltool.runtime.tflite_schema import read_model_file
 
     p = Path(model).expanduser()
     if p.is_dir():
-        found = [p / f for f in PREFERRED if (p / f).is_file()]
+        found = [p / tflite_name("model", m) for m in DEPLOY_PREFERENCE if (p / tflite_name("model", m)).is_file()]
         if not found:
             raise ModelError(f"{p} has no .tflite model", f"run `mltool convert {p} --quantize int8` first")
         p = found[0]
@@ -102,17 +107,17 @@ def resolve_artifact(model: Path, name: str | None) -> Artifact:
 class Device:
     """Release operations on one connected device."""
 
-    def __init__(self, session: Session, root: str) -> None:
+    def __init__(self, session: Session, layout: DeviceLayout) -> None:
         self.s = session
-        self.root = root
+        self.layout = layout
         self._ops = _source("remote_ops.py")
 
-    def op(self, op_name: str, what: str | None = None, **args: Any) -> dict[str, Any]:
+    def op(self, op_name: str, what: str | None = None, name: str | None = None, **args: Any) -> dict[str, Any]:
         # The device's venv Python when it exists (a plain binary, and the one with the runtime),
         # else python3 from PATH: chosen by the remote shell, so no extra round trip.
-        venv = f"{self.root}/venv/bin/python"
-        cmd = (f"P={qpath(venv)}; [ -x \"$P\" ] || P=python3; \"$P\" -c {shlex.quote(self._ops)} "
-               f"{shlex.quote(op_name)} {shlex.quote(json.dumps({'root': self.root, **args}))}")
+        payload = {**self.layout.remote_args(name), **({'name': name} if name else {}), **args}
+        cmd = (f"P={qpath(self.layout.python)}; [ -x \"$P\" ] || P=python3; \"$P\" -c {shlex.quote(self._ops)} "
+               f"{shlex.quote(op_name)} {shlex.quote(json.dumps(payload))}")
         r = self.s.run(cmd, what=what or op_name)
         try:
             return json.loads(r.out.strip().splitlines()[-1])
@@ -120,16 +125,17 @@ class Device:
             raise DeployError(f"unexpected answer from {self.s.target.label} to '{op_name}': {r.out[:200]!r}", "is python3 installed on the device?") from None
 
 
-_q = qpath
-
-
 def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) -> HostResult:
-    """Deploy to one host. Never raises for device problems: they land in the result."""
+    """Deploy ``cfg.model`` (or an already resolved ``artifact``) to one host; with
+    ``cfg.setup`` prepare the device first (a model is then optional). Never raises for device
+    problems: they land in the result."""
+    if artifact is None and cfg.model is not None:
+        artifact = resolve_artifact(Path(cfg.model), cfg.name)
+    if artifact is None and not cfg.setup:
+        raise ConfigError("no model given", "pass a .tflite file or run directory (or setup=True alone)")
     t0 = time.monotonic()
-    target = parse_target(spec, port=cfg.port, identity=cfg.identity)
-    res = HostResult(host=target.label, status="failed")
-    session = Session(target, known_hosts=cfg.known_hosts, trust_new=cfg.trust_new_host,
-                      timeout=cfg.timeout, command_timeout=cfg.command_timeout)
+    session = cfg.ssh.session(spec)
+    res = HostResult(host=session.target.label, status="failed")
     try:
         session.connect()
     except UnreachableError as exc:
@@ -137,19 +143,21 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
         res.duration_s = round(time.monotonic() - t0, 3)
         return res
     try:
-        dev = Device(session, cfg.root)
+        dev = Device(session, cfg.layout)
         if cfg.setup:
             from mltool.deploy.setup import setup_device
 
-            res.setup = setup_device(session, cfg.root)
+            res.setup = setup_device(session, cfg.layout)
+            res.status, res.message = "ready", "set up"
         if artifact is not None:
+            res.status = "failed"
             _deploy_artifact(dev, artifact, cfg, res)
         if cfg.service and artifact is not None:
             from mltool.deploy.service import install_service
 
-            res.service = install_service(session, cfg.root, artifact.name, cfg.service)
+            res.service = install_service(session, cfg.layout, artifact.name, cfg.service)
         if cfg.bench and artifact is not None:
-            res.bench = _remote_bench(session, cfg.root, artifact.name)
+            res.bench = _remote_bench(session, cfg.layout, artifact.name)
     except MltoolError as exc:
         res.status, res.message = "failed", exc.one_line()
     finally:
@@ -169,10 +177,10 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
         return
     if not prep["present"]:
         if prep["free_bytes"] < art.size * 2:
-            dev.s.run(f"rm -rf {_q(prep['tmp'])}", check=False)
+            dev.s.run(f"rm -rf {qpath(prep['tmp'])}", check=False)
             raise DeployError(f"{dev.s.target.label} has only {prep['free_bytes']} bytes free for a {art.size}-byte model",
                               "free space on the device or prune releases (--keep)")
-        dev.s.put(art.path, f"{prep['tmp']}/model.tflite.part")
+        dev.s.put(art.path, f"{prep['tmp']}/{MODEL_FILE}.part")
     manifest = {
         "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
         "task": art.metadata.task if art.metadata else None,
@@ -181,7 +189,7 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
     }
     done = dev.op("finish", what="verify, probe and switch", name=art.name, id=art.release_id, sha256=art.sha256,
                   tmp=None if prep["present"] else prep["tmp"], manifest=manifest, keep=max(1, cfg.keep),
-                  probe_source=_source("probe_script.py") if cfg.probe else None, probe_timeout=cfg.command_timeout)
+                  probe_source=_source("probe_script.py") if cfg.probe else None, probe_timeout=cfg.ssh.command_timeout)
     if done["status"] == "unchanged":  # a concurrent deploy switched it first
         res.status, res.message = "unchanged", "already current"
         return
@@ -194,49 +202,50 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
         (f"; pruned {len(done['pruned'])}" if done["pruned"] else "")
 
 
-def _remote_bench(session: Session, root: str, name: str) -> dict[str, Any]:
-    mltool = f"{root}/venv/bin/mltool"
-    model = f"{root}/models/{name}/current/model.tflite"
-    r = session.run(f"test -x {_q(mltool)}", check=False)
+def _remote_bench(session: Session, layout: DeviceLayout, name: str) -> dict[str, Any]:
+    r = session.run(f"test -x {qpath(layout.mltool)}", check=False)
     if r.rc != 0:
-        raise DeployError(f"mltool is not installed on {session.target.label} ({mltool} missing)", "deploy once with --setup")
-    out = session.run(f"{_q(mltool)} bench {_q(model)} --json", what="bench", timeout=max(session.command_timeout, 300))
+        raise DeployError(f"mltool is not installed on {session.target.label} ({layout.mltool} missing)", "deploy once with --setup")
+    out = session.run(f"{qpath(layout.mltool)} bench {qpath(layout.current_model(name))} --json", what="bench",
+                      timeout=max(session.command_timeout, 300))
     return json.loads(out.out)
 
 
 # --------------------------------------------------------------------------- releases & rollback
 
 
-def list_releases(spec: str, cfg: DeployConfig, name: str | None = None) -> dict[str, Any]:
-    target = parse_target(spec, port=cfg.port, identity=cfg.identity)
-    with Session(target, known_hosts=cfg.known_hosts, trust_new=cfg.trust_new_host, timeout=cfg.timeout) as s:
-        dev = Device(s, cfg.root)
+def list_releases(spec: str, ssh: SshOptions | None = None, root: str = "~/mltool", name: str | None = None) -> dict[str, Any]:
+    """Every model's releases on one device and which is current."""
+    with (ssh or SshOptions()).session(spec) as s:
+        dev = Device(s, DeviceLayout(root))
         names = [name] if name else dev.op("names")["names"]
-        return {"host": target.label, "models": {n: dev.op("state", name=n) for n in names}}
+        return {"host": s.target.label, "models": {n: dev.op("state", name=n) for n in names}}
 
 
-def rollback(spec: str, cfg: DeployConfig, name: str | None, to: str | None) -> dict[str, Any]:
-    target = parse_target(spec, port=cfg.port, identity=cfg.identity)
-    with Session(target, known_hosts=cfg.known_hosts, trust_new=cfg.trust_new_host, timeout=cfg.timeout) as s:
-        dev = Device(s, cfg.root)
+def rollback(spec: str, ssh: SshOptions | None = None, root: str = "~/mltool", name: str | None = None,
+             to: str | None = None) -> dict[str, Any]:
+    """Switch ``current`` back to the release before it (or ``to``, an id or unique prefix)."""
+    with (ssh or SshOptions()).session(spec) as s:
+        label = s.target.label
+        dev = Device(s, DeviceLayout(root))
         if name is None:
             names = dev.op("names")["names"]
             if len(names) != 1:
-                raise ConfigError(f"{target.label} has {len(names)} models ({', '.join(names) or 'none'})", "pass --name")
+                raise ConfigError(f"{label} has {len(names)} models ({', '.join(names) or 'none'})", "pass --name")
             name = names[0]
         st = dev.op("state", name=name)
         ids = [r["id"] for r in st["releases"]]
         if not ids:
-            raise DeployError(f"{target.label} has no releases of {name}", "deploy one first")
+            raise DeployError(f"{label} has no releases of {name}", "deploy one first")
         if to is None:
             if st["current"] not in ids or ids.index(st["current"]) == 0:
-                raise DeployError(f"{name} on {target.label} has no release before {st['current']}", "pass --to ID (see `mltool releases`)")
+                raise DeployError(f"{name} on {label} has no release before {st['current']}", "pass --to ID (see `mltool releases`)")
             to = ids[ids.index(st["current"]) - 1]
         else:
             matches = [i for i in ids if i.startswith(to)]
             if len(matches) != 1:
-                raise ConfigError(f"release '{to}' {'is ambiguous' if matches else 'does not exist'} on {target.label}",
+                raise ConfigError(f"release '{to}' {'is ambiguous' if matches else 'does not exist'} on {label}",
                                   f"choose one of: {', '.join(ids)}")
             to = matches[0]
         sw = dev.op("switch", name=name, id=to)
-        return {"host": target.label, "name": name, **sw}
+        return {"host": label, "name": name, **sw}

@@ -1,0 +1,66 @@
+"""Where mltool keeps things on a device. The one place the device layout is spelled out:
+
+    ROOT/venv/                                   Python venv with mltool[device] (--setup)
+    ROOT/venv/bin/python, ROOT/venv/bin/mltool
+    ROOT/models/<name>/releases/<id>/model.tflite   (+ release.json)
+    ROOT/models/<name>/current -> releases/<id>     switched with rename(2): atomic
+    ROOT/models/<name>/releases/.tmp-*              uploads in progress
+
+Paths may start with ``~``: the device's shell (or Python) expands them there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_FILE = "model.tflite"
+RELEASE_FILE = "release.json"
+
+
+@dataclass(frozen=True)
+class DeviceLayout:
+    root: str = "~/mltool"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.root}/venv"
+
+    @property
+    def python(self) -> str:
+        return f"{self.venv}/bin/python"
+
+    @property
+    def pip(self) -> str:
+        return f"{self.venv}/bin/pip"
+
+    @property
+    def mltool(self) -> str:
+        return f"{self.venv}/bin/mltool"
+
+    @property
+    def models(self) -> str:
+        return f"{self.root}/models"
+
+    def model_dir(self, name: str) -> str:
+        return f"{self.models}/{name}"
+
+    def releases(self, name: str) -> str:
+        return f"{self.model_dir(name)}/releases"
+
+    def current(self, name: str) -> str:
+        return f"{self.model_dir(name)}/current"
+
+    def current_model(self, name: str) -> str:
+        """The model a service runs: follows every deploy and rollback."""
+        return f"{self.current(name)}/{MODEL_FILE}"
+
+    def expanded(self, home: str) -> DeviceLayout:
+        """The same layout with a leading ``~`` replaced by the device user's home."""
+        return DeviceLayout(home + self.root[1:] if self.root.startswith("~") else self.root)
+
+    def remote_args(self, name: str | None = None) -> dict[str, str]:
+        """The paths the device-side release operations (remote_ops.py) work on."""
+        args = {"models": self.models, "python": self.python}
+        if name is not None:
+            args.update(base=self.model_dir(name), releases=self.releases(name), current=self.current(name))
+        return args
