@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export COLUMNS=100  # Rich output width is part of what tests read
+echo "[test] ruff: pyflakes, import order, no heavy module-level imports" >&2
+.venv/bin/ruff check mltool tests scripts
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

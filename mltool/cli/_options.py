@@ -10,7 +10,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+# The output contract, for every command: stdout carries data only (JSON with --json, nothing
+# without it); everything for people (tables, progress, errors) goes to stderr, with or without --json.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the result as JSON on stdout (the human output stays on stderr).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same split, same metrics.")]
 
 

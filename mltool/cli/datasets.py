@@ -9,7 +9,7 @@ import typer
 
 from mltool.cli._options import JsonOpt, SeedOpt
 
-app = typer.Typer(help="Find local datasets and write synthetic ones.", no_args_is_help=True)
+app = typer.Typer(help="Find local datasets and write synthetic ones.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("list")
@@ -21,9 +21,6 @@ def list_(json_out: JsonOpt = False) -> None:
     from mltool.data.tasks import describe_local
 
     rows = describe_local()
-    if json_out:
-        print_json(rows)
-        return
     table = Table(title="datasets")
     for col in ("name", "kind", "status", "samples", "location"):
         table.add_column(col)
@@ -34,6 +31,8 @@ def list_(json_out: JsonOpt = False) -> None:
         location = r["path"] or "not found in: " + ", ".join(r["searched"])
         table.add_row(r["name"], r["kind"], status, str(r["samples"] or "-"), location)
     stderr_console().print(table)
+    if json_out:
+        print_json(rows)
 
 
 @app.command("synth")

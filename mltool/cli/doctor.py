@@ -21,15 +21,14 @@ def doctor(
     from mltool.runtime.doctor import run_doctor
 
     report = run_doctor(probe_cameras=not no_camera_probe)
+    t = Table(title=f"mltool {report['mltool']} doctor")
+    for col in ("check", "status", "detail", "fix"):
+        t.add_column(col)
+    colors = {"ok": "green", "warn": "yellow", "missing": "red", "info": "dim"}
+    for c in report["checks"]:
+        t.add_row(c["name"], f"[{colors[c['status']]}]{c['status']}[/]", c["detail"], c["fix"] or "")
+    stderr_console().print(t)
     if json_out:
         print_json(report)
-    else:
-        t = Table(title=f"mltool {report['mltool']} doctor")
-        for col in ("check", "status", "detail", "fix"):
-            t.add_column(col)
-        colors = {"ok": "green", "warn": "yellow", "missing": "red", "info": "dim"}
-        for c in report["checks"]:
-            t.add_row(c["name"], f"[{colors[c['status']]}]{c['status']}[/]", c["detail"], c["fix"] or "")
-        stderr_console().print(t)
     if not report["ok"]:
         raise typer.Exit(1)

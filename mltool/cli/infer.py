@@ -10,8 +10,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._output import print_json_line
-
 
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
@@ -73,6 +71,8 @@ def infer(
     elif summary["stopped_by"] == "interrupt":
         summary["stopped_by"] = "SIGINT"
     if json_out:
+        from mltool.cli._output import print_json_line
+
         print_json_line(summary)
     _render_summary(console, summary)
     if summary["frames"] == 0 and summary["errors"]:
@@ -108,6 +108,8 @@ class _View:
             self.live.start()
 
     def result(self, result: Any) -> None:
+        from mltool.cli._output import print_json_line
+
         r = result.as_dict()
         self.n += 1
         if self.json_out:
@@ -123,10 +125,12 @@ class _View:
             fps = self.n / max(time.perf_counter() - self.t0, 1e-9)
             self.live.update(f"[bold]{self.info['source']}[/bold]  frame {r['index']}  {fps:.1f} FPS  "
                              f"{r['latency_ms']:.2f} ms\n{top}{flag}")
-        elif not self.json_out:
+        else:
             self.console.print(line, soft_wrap=True)
 
     def event(self, e: dict[str, Any]) -> None:
+        from mltool.cli._output import print_json_line
+
         if self.json_out:
             print_json_line(e)
         style = "red" if e["event"] in ("error", "lost") else "yellow"

@@ -20,10 +20,9 @@ def inspect(
     from mltool.runtime.inspect import inspect_model
 
     report = inspect_model(model)
+    _render(stderr_console(), report)
     if json_out:
         print_json(report)
-        return
-    _render(stderr_console(), report)
 
 
 def _render(console: Any, r: dict[str, Any]) -> None:

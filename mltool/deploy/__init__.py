@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from mltool._lazy import lazy_getattr
 
 _EXPORTS = {
     "deploy": "mltool.deploy.fleet", "FleetResult": "mltool.deploy.fleet",
@@ -17,10 +17,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mltool.deploy' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def two_models(converted_digits) -> dict:
     modes = {m["mode"]: Path(m["path"]) for m in converted_digits["modes"]}

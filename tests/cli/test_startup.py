@@ -95,3 +95,15 @@ def test_debug_env_shows_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr
     assert "DataError" in proc.stderr
+
+
+def test_import_mltool_is_cheap_and_predictor_needs_no_tensorflow():
+    code = ("import sys, json; import mltool\n"
+            "light = [m for m in ('numpy', 'tensorflow', 'keras', 'cv2') if m in sys.modules]\n"
+            "from mltool import Predictor, Result, Classification, Detection\n"
+            "from mltool.train import TrainConfig, train\nfrom mltool.convert import ConvertConfig, convert\n"
+            "from mltool.deploy import DeployConfig, deploy\n"
+            "print(json.dumps({'light': light, 'heavy': [m for m in ('tensorflow', 'keras') if m in sys.modules]}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"light": [], "heavy": []}
