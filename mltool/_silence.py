@@ -1,8 +1,8 @@
 """Silence C/C++ libraries that write straight to file descriptors 1/2 (TensorFlow, LiteRT).
 
 Python-level redirection cannot catch those writes, so the descriptors themselves are
-pointed at a temporary file; on an exception the captured text is replayed to stderr so
-nothing useful is lost. ``MLTOOL_DEBUG=1`` disables all of it.
+pointed at a temporary file; on an unexpected exception the captured text (minus info lines) is
+replayed to stderr so nothing useful is lost. ``MLTOOL_DEBUG=1`` disables all of it.
 """
 
 from __future__ import annotations
@@ -35,15 +35,29 @@ def silenced(stdout: bool = False) -> Iterator[None]:
                 os.dup2(sink.fileno(), fd)
             with contextlib.redirect_stdout(sys.stderr) if stdout else contextlib.nullcontext():
                 yield
-        except BaseException:
+        except BaseException as exc:
             _restore(saved)
             sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            captured = sink.read().decode(errors="replace")
+            if not _explained(exc):
+                sys.stderr.write(_without_noise(captured))
             raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             _restore(saved)
+
+
+def _explained(exc: BaseException) -> bool:
+    """An mltool error already says what went wrong in one line: the library's log is noise then."""
+    from mltool.errors import MltoolError
+
+    return isinstance(exc, MltoolError)
+
+
+def _without_noise(text: str) -> str:
+    # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." and similar info lines
+    return "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("INFO: "))
 
 
 def _restore(saved: dict[int, int]) -> None:

@@ -33,6 +33,9 @@ class BenchConfig:
     pipeline: str | None = None
     pipeline_frames: int = 100
     isolate: bool = True
+    delegate: str | None = None
+    delegate_options: dict[str, str] | None = None
+    input_shape: list[list[int]] | None = None
 
     def validate(self) -> None:
         if not self.models:
@@ -40,6 +43,10 @@ class BenchConfig:
         for m in self.models:
             if not Path(m).is_file():
                 raise ModelError(f"model file {m} does not exist", "check the path")
+        if self.runs is not None and self.seconds is not None:
+            raise ConfigError("--runs and --seconds both set the steady-state length", "pass one of them")
+        if self.pipeline_frames < 1:
+            raise ConfigError(f"--pipeline-frames {self.pipeline_frames} must be at least 1", "use --pipeline-frames 100")
         if self.runs is not None and self.runs < 1:
             raise ConfigError(f"--runs {self.runs} must be at least 1", "use --runs 100, for example")
         if self.seconds is not None and self.seconds <= 0:
@@ -83,21 +90,24 @@ def stats_ms(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def measure(model_path: str | Path, threads: int | None, runs: int | None, seconds: float | None, warmup: int) -> dict[str, Any]:
+def measure(model_path: str | Path, threads: int | None, runs: int | None, seconds: float | None, warmup: int,
+            delegate: str | None = None, delegate_options: dict[str, str] | None = None,
+            input_shape: list[list[int]] | None = None) -> dict[str, Any]:
     """Init, first inference, warmup, then steady state (``runs`` invokes, or ``seconds``; default
     at least 50 runs and 2 s). Returns stats in milliseconds and memory in MiB."""
     from mltool.runtime.interpreter import load_model
 
     rss_before = _rss_mib()
     t0 = time.perf_counter()
-    model = load_model(model_path, threads=threads)
+    model = load_model(model_path, threads=threads, delegate=delegate, delegate_options=delegate_options,
+                       input_shapes=input_shape)
     init_s = time.perf_counter() - t0
     interp = model.interpreter
     rng = np.random.default_rng(0)
     for spec in model.inputs:
         interp.set_tensor(spec.index, _random_input(spec, rng))
     t0 = time.perf_counter()
-    interp.invoke()
+    _invoke(model)
     first_s = time.perf_counter() - t0
     for _ in range(warmup):
         interp.invoke()
@@ -126,8 +136,17 @@ def measure(model_path: str | Path, threads: int | None, runs: int | None, secon
     }
 
 
+def _invoke(model: Any) -> None:
+    """The first invoke, where a model that loads but cannot run fails: one line, not a traceback."""
+    try:
+        model.interpreter.invoke()
+    except (ValueError, RuntimeError) as exc:
+        raise model._fail("run", exc) from None
+
+
 def _worker_cmd(model: Path, threads: int | None, cfg: BenchConfig) -> list[str]:
-    args = {"model": str(model), "threads": threads, "runs": cfg.runs, "seconds": cfg.seconds, "warmup": cfg.warmup}
+    args = {"model": str(model), "threads": threads, "runs": cfg.runs, "seconds": cfg.seconds, "warmup": cfg.warmup,
+            "delegate": cfg.delegate, "delegate_options": cfg.delegate_options, "input_shape": cfg.input_shape}
     return [sys.executable, "-m", "mltool.bench.worker", json.dumps(args)]
 
 
@@ -140,28 +159,45 @@ def run_bench(cfg: BenchConfig, log: Any = lambda _m: None) -> dict[str, Any]:
             if cfg.isolate:
                 proc = subprocess.run(_worker_cmd(Path(model), threads, cfg), capture_output=True, text=True)
                 if proc.returncode != 0:
-                    msg = (proc.stderr.strip().splitlines() or ["worker failed"])[-1]
-                    raise ModelError(f"benchmark of {model} failed: {msg.removeprefix('Error: ')}", "run `mltool inspect` on it")
+                    raise _worker_error(model, proc)
                 row = json.loads(proc.stdout)
             else:
-                row = measure(model, threads, cfg.runs, cfg.seconds, cfg.warmup)
+                row = measure(model, threads, cfg.runs, cfg.seconds, cfg.warmup, cfg.delegate, cfg.delegate_options,
+                              cfg.input_shape)
             rows.append(row)
     for row in rows:  # ratio against the first model at the same thread count
         base = next(r for r in rows if r["threads"] == row["threads"])
         row["vs_first"] = round(row["median_ms"] / base["median_ms"], 4) if base["median_ms"] else None
     result: dict[str, Any] = {"rows": rows}
     if cfg.pipeline is not None:
-        result["pipeline"] = [measure_pipeline(m, cfg.pipeline, cfg.threads[0], cfg.pipeline_frames) for m in cfg.models]
+        result["pipeline"] = [measure_pipeline(m, cfg.pipeline, cfg.threads[0], cfg.pipeline_frames, delegate=cfg.delegate,
+                                               delegate_options=cfg.delegate_options, input_shape=cfg.input_shape)
+                              for m in cfg.models]
     return result
 
 
-def measure_pipeline(model: str | Path, source: str, threads: int | None, frames: int) -> dict[str, Any]:
+def _worker_error(model: Path, proc: subprocess.CompletedProcess) -> ModelError:
+    """One line for a worker that failed: its own error line, or how it died."""
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    mine = [ln for ln in lines if ln.startswith("Error: ")]
+    if mine:
+        return ModelError(f"benchmark of {model} failed: {mine[-1].removeprefix('Error: ')}", "")
+    if proc.returncode < 0:
+        import signal as _signal
+
+        name = _signal.Signals(-proc.returncode).name
+        return ModelError(f"benchmark of {model} crashed the runtime ({name})",
+                          "the runtime cannot run this model here; `mltool doctor` smoke-tests the runtime")
+    return ModelError(f"benchmark of {model} failed: {lines[-1] if lines else f'exit {proc.returncode}'}", "")
+
+
+def measure_pipeline(model: str | Path, source: str, threads: int | None, frames: int, **predictor_options: Any) -> dict[str, Any]:
     """Time the whole path per frame (read+decode, preprocess, invoke, postprocess) with the
     Predictor, exactly as `infer` runs it."""
     from mltool.runtime.predictor import Predictor
 
     stages: dict[str, list[float]] = {"read": [], "preprocess": [], "invoke": [], "postprocess": []}
-    predictor = Predictor(model, threads=threads)
+    predictor = Predictor(model, threads=threads, **predictor_options)
     t0 = time.perf_counter()
     with predictor.stream(source) as stream:
         for result in stream:

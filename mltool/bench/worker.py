@@ -12,7 +12,8 @@ def main() -> None:
     from mltool.errors import MltoolError
 
     try:
-        row = measure(args["model"], args["threads"], args["runs"], args["seconds"], args["warmup"])
+        row = measure(args["model"], args["threads"], args["runs"], args["seconds"], args["warmup"],
+                      args.get("delegate"), args.get("delegate_options"), args.get("input_shape"))
     except MltoolError as exc:
         print(f"Error: {exc.one_line()}", file=sys.stderr)
         sys.exit(1)

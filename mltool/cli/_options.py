@@ -16,6 +16,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Also print the result as 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same split, same metrics.")]
 
 
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads (given to the constructor).", min=1)]
+DelegateOpt = Annotated[Optional[str], typer.Option("--delegate", help="External delegate library for the interpreter, e.g. libedgetpu.so.1 (Coral Edge TPU).")]
+DelegateOptionOpt = Annotated[Optional[list[str]], typer.Option("--delegate-option", help="KEY=VALUE passed to the delegate (repeatable), e.g. device=usb.")]
+InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="Fix a dynamic input's shape, e.g. 1,16000 (one shape per input, separated by ':').")]
+
+
 def parse_floats(value: Optional[str], name: str) -> Optional[list[float]]:
     """``--mean 127.5`` or ``--mean 123.7,116.3,103.5`` as a list of floats (None if not given)."""
     from mltool.errors import ConfigError

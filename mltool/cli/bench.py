@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt
+from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, JsonOpt
 
 
 def bench(
@@ -18,6 +18,9 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", help="Invokes after the first, not timed.")] = 10,
     pipeline: Annotated[Optional[str], typer.Option("--pipeline", help="Also time the whole path from this source (read, decode, preprocess, invoke, postprocess).")] = None,
     pipeline_frames: Annotated[int, typer.Option("--pipeline-frames", help="Frames for --pipeline.")] = 100,
+    input_shape: InputShapeOpt = None,
+    delegate: DelegateOpt = None,
+    delegate_option: DelegateOptionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Init time, first inference, steady-state latency (median, mean, p90, p99, min, std),
@@ -25,13 +28,15 @@ def bench(
     from mltool.bench.timing import BenchConfig, run_bench
     from mltool.cli._output import print_json, stderr_console
     from mltool.errors import ConfigError
+    from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
 
     try:
         thread_list: list[int | None] = [int(t) for t in threads.split(",") if t.strip()] or [None]
     except ValueError:
         raise ConfigError(f"--threads '{threads}' is not a comma-separated list of numbers", "e.g. --threads 1,2,4") from None
     cfg = BenchConfig(models=list(models), threads=thread_list, runs=runs, seconds=seconds, warmup=warmup,
-                      pipeline=pipeline, pipeline_frames=pipeline_frames)
+                      pipeline=pipeline, pipeline_frames=pipeline_frames, delegate=delegate,
+                      delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape))
     console = stderr_console()
     result = run_bench(cfg, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _render(console, result)

@@ -10,13 +10,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, ThreadsOpt
+
 
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
     source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
     source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// stream, picamera, .npy/.csv/.wav signal, or - (stdin samples).")] = None,
     camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Camera shorthand: --camera (index 0) or --camera N.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads (given to the constructor).")] = None,
+    threads: ThreadsOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata), e.g. 127.5.")] = None,
@@ -29,6 +31,10 @@ def infer(
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", "-n", help="Stop after N results.")] = None,
     every: Annotated[int, typer.Option("--every", help="Process every Nth frame.")] = 1,
     hop: Annotated[Optional[int], typer.Option("--hop", help="Signal window hop in samples (default: one window).")] = None,
+    window: Annotated[Optional[int], typer.Option("--window", help="Samples per window for signal models with a dynamic input length (default: each file whole).")] = None,
+    input_shape: InputShapeOpt = None,
+    delegate: DelegateOpt = None,
+    delegate_option: DelegateOptionOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
     max_reconnects: Annotated[Optional[int], typer.Option("--max-reconnects", help="Give up after N failed reopen attempts (default: never).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
@@ -38,6 +44,7 @@ def infer(
     from mltool.cli._output import stderr_console
     from mltool.errors import ConfigError
     from mltool.runtime.infer import InferConfig, run_infer
+    from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
 
     chosen = [s for s in (source_arg, source, camera) if s is not None]
     if len(chosen) != 1:
@@ -47,7 +54,8 @@ def infer(
         model=model, source=chosen[0], threads=threads, labels=labels, mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
         alert_class=alert_class, score_threshold=score_threshold, save=save, max_frames=max_frames,
-        every=every, hop=hop, timeout_s=timeout, max_reconnects=max_reconnects,
+        every=every, hop=hop, window=window, timeout_s=timeout, max_reconnects=max_reconnects, delegate=delegate,
+        delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape),
     )
     console = stderr_console()
     stop = threading.Event()
@@ -96,11 +104,13 @@ class _View:
 
     def start(self, info: dict[str, Any]) -> None:
         self.info = info
-        self.console.print(f"[dim]{info['model']} ({info['runtime']}, input {info['input']} {info['input_dtype']}, "
-                           f"{info['task']}) on {info['source_kind']} {info['source']}[/dim]")
-        if info.get("raw_pixels"):
-            self.console.print("[yellow]no normalisation metadata: feeding raw pixels to the quantized input "
-                               "(pass --mean/--std to override)[/yellow]")
+        from rich.markup import escape
+
+        delegate = f", delegate {info['delegate']}" if info.get("delegate") else ""
+        self.console.print(f"[dim]{escape(info['model'])} ({info['runtime']}{delegate}, input {info['input']} {info['input_dtype']}, "
+                           f"{info['task']}) on {info['source_kind']} {escape(info['source'])}[/dim]", soft_wrap=True)
+        for note in info.get("notes", []):
+            self.console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
         if self.console.is_terminal and info["source_kind"] in ("camera", "stream", "picamera", "video"):
             from rich.live import Live
 

@@ -233,9 +233,13 @@ def _metadata(src: SourceModel, cfg: ConvertConfig, mode: str, io_type: str, inp
 
 def _labels(cfg: ConvertConfig, src: SourceModel) -> list[str] | None:
     if cfg.labels is not None:
-        if not cfg.labels.is_file():
-            raise DataError(f"labels file {cfg.labels} does not exist", "pass a text file with one class name per line")
-        return [ln.strip() for ln in cfg.labels.read_text().splitlines() if ln.strip()]
+        from mltool.runtime.labels import Labels
+
+        labels = Labels.from_file(cfg.labels)
+        if labels.ids != list(range(len(labels))):
+            raise DataError(f"labels file {cfg.labels} skips class ids (it has {len(labels)} names for ids up to {labels.max_id})",
+                            "give a classifier one name per output class, in order")
+        return labels.names
     return list(src.run_info.classes) if src.run_info else None
 
 

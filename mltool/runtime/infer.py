@@ -39,8 +39,12 @@ class InferConfig:
     max_frames: int | None = None
     every: int = 1
     hop: int | None = None
+    window: int | None = None  # signal models with a dynamic input length
     timeout_s: float = 5.0
     max_reconnects: int | None = None
+    delegate: str | None = None
+    delegate_options: dict[str, str] | None = None
+    input_shape: list[list[int]] | None = None  # resize dynamic inputs (like benchmark_model --input_layer_shape)
 
     def validate(self) -> None:
         check_options(self.task, self.top_k, self.alert_threshold)
@@ -101,7 +105,8 @@ def run_infer(
     t_start = time.perf_counter()
     predictor = Predictor(cfg.model, threads=cfg.threads, labels=cfg.labels, mean=cfg.mean, std=cfg.std, task=cfg.task,
                           top_k=cfg.top_k, score_threshold=cfg.score_threshold, alert_threshold=cfg.alert_threshold,
-                          alert_class=cfg.alert_class)
+                          alert_class=cfg.alert_class, delegate=cfg.delegate, delegate_options=cfg.delegate_options,
+                          input_shape=cfg.input_shape, window=cfg.window)
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
                               max_reconnects=cfg.max_reconnects)
     source = stream.source

@@ -56,6 +56,7 @@ class InputSpec:
     color: str | None = None  # RGB | grayscale
     range: list[float] | None = None
     resize: list[int] | None = None
+    resize_method: str | None = None  # how images were resized in training (runtime.preprocess.resize)
     rate_hz: float | None = None  # signals
     window: int | None = None  # signals
 
@@ -120,15 +121,29 @@ class ModelMetadata:
         )
 
 
-def read_metadata(info: ModelInfo) -> ModelMetadata | None:
-    """The embedded mltool description, or None for models mltool did not write."""
+def read_metadata(info: ModelInfo, problems: list[str] | None = None) -> ModelMetadata | None:
+    """The embedded mltool description, or None for models mltool did not write. A damaged
+    entry is not trusted: it is described in ``problems`` and None is returned."""
     raw = info.metadata.get(METADATA_NAME)
     if raw is None:
         return None
     try:
         d = json.loads(raw.decode("utf-8"))
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            return None
+            raise ValueError(f"not an {FORMAT} description")
         return ModelMetadata.from_dict(d)
-    except (UnicodeDecodeError, ValueError, TypeError):
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        if problems is not None:
+            problems.append(f"the embedded mltool metadata is damaged and was ignored ({str(exc)[:120]})")
         return None
+
+
+def from_standard(md: Any, input_shape: list[int]) -> ModelMetadata:
+    """What mltool uses from a model's standard TFLite Metadata
+    (:class:`~mltool.runtime.tflite_metadata.StandardMetadata`) when it carries no mltool entry."""
+    norm = Normalization(md.mean, md.std) if md.mean and md.std else None
+    return ModelMetadata(
+        input=InputSpec(shape=list(input_shape), color=md.color_space, rate_hz=md.sample_rate),
+        labels=md.labels, normalization=norm, output={},
+        source={"kind": "tflite-metadata", "name": md.name},
+    )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mltool.errors import ConfigError, DataError
-from mltool.runtime.classify import Classification, alert_index, probabilities, top_k
+from mltool.runtime.classify import Classification, alert_index, is_scores, probabilities, top_k
 from mltool.runtime.detect import Detection, decode, detection_outputs
 from mltool.runtime.labels import Labels
 from mltool.runtime.sources import Frame, Source, SourceEvent
@@ -150,30 +150,72 @@ class Predictor:
         score_threshold: float = 0.5,
         alert_threshold: float | None = None,
         alert_class: str | None = None,
+        delegate: str | None = None,
+        delegate_options: dict[str, str] | None = None,
+        input_shape: list[list[int]] | list[int] | None = None,
+        window: int | None = None,
     ) -> None:
         from mltool.runtime.interpreter import load_model
         from mltool.runtime.model_io import input_adapter
 
         check_options(task, top_k, alert_threshold)
-        self.model = load_model(model, threads=threads)
-        self.input = input_adapter(self.model, mean, std)
-        meta = self.model.metadata
+        if window is not None and window < 1:
+            raise ConfigError(f"--window {window} must be at least 1", "use the number of samples per window, e.g. --window 16000")
+        shapes = [input_shape] if input_shape and isinstance(input_shape[0], int) else input_shape  # type: ignore[list-item]
+        self.model = load_model(model, threads=threads, delegate=delegate, delegate_options=delegate_options,
+                                input_shapes=shapes)  # type: ignore[arg-type]
+        self.input = input_adapter(self.model, mean, std, shape_given=bool(shapes))
+        if window is not None and self.input.kind == "signal":
+            self._fix_window(window)
+        self.notes = [*self.model.problems, *self.input.notes]
+        meta = self.model.description
         if isinstance(labels, (str, Path)):
             self.labels = Labels.from_file(labels)
         elif labels is not None:
             self.labels = Labels.from_list(labels)
         else:
             self.labels = Labels.from_list(meta.labels if meta is not None and meta.labels else [])
-        mapping = detection_outputs(self.model.outputs)
+        mapping = detection_outputs(self.model.outputs, self._output_names())
+        if mapping is not None and labels is None and self.labels.name(0) == "???":
+            # TF1 SSD label maps start with a background "???" line the class outputs skip
+            self.labels = Labels.from_list(self.labels.names[1:])
         if task == "detect" and mapping is None:
             raise ConfigError(f"{self.model.path} does not have the four SSD-style outputs (boxes, classes, scores, count)",
                               "use --task classify, or a detection model")
         self.task = "detection" if (task == "detect" or (task == "auto" and mapping is not None)) else "classification"
+        first = self.model.outputs[0]
+        if self.task == "classification" and not is_scores(first.shape):
+            raise ConfigError(f"{self.model.path} is neither a classifier nor an SSD detector: its first output "
+                              f"{first.name} has shape {list(first.shape)}, not class scores ([1, N])",
+                              "mltool decodes classifiers and SSD-style detectors; `mltool bench` and `inspect` work on any model")
         self._detection = mapping if self.task == "detection" else None
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.alert_threshold = alert_threshold
         self.alert_index = alert_index(self.labels, alert_class) if alert_threshold is not None else None
+
+    def _fix_window(self, window: int) -> None:
+        """A signal model run on windows of ``window`` samples (dynamic-length models are resized to it)."""
+        if self.input.variable_length:
+            shape = [1, window] if self.input.tensor_rank == 2 else [1, window, self.input.channels]
+            self.model.resize_input(shape)
+            self.input.spec = self.model.inputs[0]
+            self.input.variable_length = False
+            self.input.shape = (window, self.input.channels)
+        elif window != self.input.window:
+            raise ConfigError(f"--window {window} does not fit {self.model.path}, whose input takes {self.input.window} samples",
+                              "drop --window (it is for models with a dynamic input length)")
+
+    def _output_names(self) -> list[list[str]]:
+        """Names for the outputs besides the tensors' own: the signature's, then the TFLite Metadata's."""
+        out = []
+        sigs = self.model.info.signatures
+        if sigs and sigs[0].get("output_tensors"):
+            by_tensor = dict(zip(sigs[0]["output_tensors"], sigs[0]["outputs"]))
+            out.append([by_tensor.get(o.index) or "" for o in self.model.outputs])
+        if self.model.standard is not None and self.model.standard.output_names:
+            out.append(self.model.standard.output_names)
+        return out
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -189,7 +231,8 @@ class Predictor:
         m = self.model
         return {"model": str(m.path), "runtime": f"{m.runtime} {m.runtime_version}",
                 "input": list(m.inputs[0].shape), "input_dtype": str(m.inputs[0].dtype),
-                "task": self.task, "kind": self.kind, "labels": len(self.labels), "raw_pixels": self.input.raw_quantized}
+                "task": self.task, "kind": self.kind, "labels": len(self.labels), "raw_pixels": self.input.raw_quantized,
+                "delegate": m.delegate, "notes": self.notes}
 
     # ------------------------------------------------------------------ running it
     def __call__(self, x: np.ndarray | str | Path, *, name: str | None = None) -> Result:
@@ -215,8 +258,8 @@ class Predictor:
             return read_image(path, None, "RGB")
         from mltool.data.signals import read_signal
 
-        sig = read_signal(path)
-        if len(sig) != self.input.window:
+        sig = read_signal(path, channels=self.input.channels)
+        if self.input.window is not None and len(sig) != self.input.window:
             raise DataError(f"signal file {path} has {len(sig)} samples, the model takes windows of {self.input.window}",
                             "use Predictor.stream(path) to run every window of a longer recording")
         return sig
@@ -252,8 +295,8 @@ class Predictor:
         if isinstance(source, str):
             from mltool.runtime.sources import open_source
 
-            source = open_source(source, signal_window=self.input.window, hop=hop, rate=self.input.rate_hz,
-                                 timeout_s=timeout_s, max_reconnects=max_reconnects)
+            source = open_source(source, kind=self.kind, signal_window=self.input.window, channels=self.input.channels,
+                                 hop=hop, rate=self.input.rate_hz, timeout_s=timeout_s, max_reconnects=max_reconnects)
         if self.kind == "image" and source.kind == "signal":
             source.close()
             raise ConfigError(f"{self.model.path} takes images but {source.label} is a signal source",
@@ -294,7 +337,14 @@ class Stream:
             if (seen - 1) % self.every:
                 self.skipped += 1
                 continue
-            yield self.predictor.predict_frame(item, source=self.source.label)
+            try:
+                result = self.predictor.predict_frame(item, source=self.source.label)
+            except DataError as exc:  # this frame only (a bad picture, NaN scores): report it and go on
+                self.source.stats.errors += 1
+                if self.events:
+                    yield SourceEvent("error", exc.one_line(), item.name)
+                continue
+            yield result
 
     def close(self) -> None:
         self.source.close()

@@ -1,7 +1,9 @@
-"""Turn a frame into what the model was trained on: resize, colour, normalise.
+"""Turn a picture into what the model was trained on: resize, colour, normalise.
 
-Device-safe (NumPy + OpenCV). The one formula for normalisation is :func:`normalize`; the one
-resize is :func:`resize`.
+Device-safe (NumPy + OpenCV). Training, calibration and every device path call the same
+:func:`fit_image` (resize + colour) and :func:`normalize`, so what the device feeds a model is
+exactly what training fed it. The resize method is recorded in the model's metadata
+(``input.resize_method``) and honoured by `infer`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,23 @@ def normalization_from(meta: Any, mean: list[float] | None, std: list[float] | N
             "the model does not record its input normalisation",
             "pass --mean and --std (e.g. --mean 127.5 --std 127.5 for MobileNet-style [-1, 1] input, --mean 0 --std 255 for [0, 1])",
         )
-    s_arr = np.asarray(s, dtype=np.float32)
-    if np.any(s_arr == 0):
-        raise ConfigError(f"--std {s} contains zero", "use a non-zero standard deviation")
-    return np.asarray(m, dtype=np.float32), s_arr
+    return check_normalization(m, s, max(np.size(m), np.size(s)))
+
+
+def check_normalization(mean: Any, std: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) as float32 arrays, refused (usage error) when they would give NaN or infinite
+    inputs or do not match the channels: one value for all channels, or one per channel."""
+    m = np.asarray(mean, dtype=np.float64).reshape(-1)
+    s = np.asarray(std, dtype=np.float64).reshape(-1)
+    for name, v in (("--mean", m), ("--std", s)):
+        if v.size not in (1, channels):
+            raise ConfigError(f"{name} has {v.size} values but the model input has {channels} channel(s)",
+                              f"give one value, or {channels} comma-separated values")
+        if not np.all(np.isfinite(v)):
+            raise ConfigError(f"{name} {v.tolist()} is not finite", "use finite numbers, e.g. --mean 127.5 --std 127.5")
+    if np.any(s == 0):
+        raise ConfigError(f"--std {s.tolist()} contains zero", "use a non-zero standard deviation, e.g. --std 255")
+    return m.astype(np.float32), s.astype(np.float32)
 
 
 def normalize(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> np.ndarray:
@@ -36,16 +51,33 @@ def normalize(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) 
     return ((x.astype(np.float32) - m) / s).astype(np.float32)
 
 
-def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Downscale by halving with a Gaussian pyramid while >= 2x too big, then bilinear: close to
-    area averaging (no aliasing) at a quarter of INTER_AREA's cost on 640x480 -> 224x224."""
+DEFAULT_RESIZE = "pyramid-bilinear"
+RESIZE_METHODS = ("pyramid-bilinear", "bilinear", "area", "nearest")
+
+
+def resize(img: np.ndarray, w: int, h: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
+    """Resize an HxWxC uint8 picture to ``w`` x ``h``.
+
+    ``pyramid-bilinear`` (the default, what mltool trains with): halve with a Gaussian pyramid
+    while >= 2x too big, then bilinear: close to area averaging (no aliasing) at a quarter of
+    INTER_AREA's cost on 640x480 -> 224x224. ``bilinear``, ``area``, ``nearest``: OpenCV's, for
+    models trained elsewhere with that method."""
     import cv2
 
-    while img.shape[0] >= 2 * h and img.shape[1] >= 2 * w:
-        img = cv2.pyrDown(img)
+    if img.shape[0] == h and img.shape[1] == w:
+        return img
+    single = img.ndim == 3 and img.shape[-1] == 1  # OpenCV drops a single channel axis
+    if method == "pyramid-bilinear":
+        while img.shape[0] >= 2 * h and img.shape[1] >= 2 * w:
+            img = cv2.pyrDown(img)
+        interp = cv2.INTER_LINEAR
+    else:
+        interp = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}.get(method)
+        if interp is None:
+            raise ConfigError(f"unknown resize method '{method}'", f"use one of: {', '.join(RESIZE_METHODS)}")
     if img.shape[0] != h or img.shape[1] != w:
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-    return img
+        img = cv2.resize(img, (w, h), interpolation=interp)
+    return img[..., None] if single and img.ndim == 2 else img
 
 
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -57,6 +89,8 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return img
 
 
-def fit_image(img: np.ndarray, w: int, h: int, channels: int) -> np.ndarray:
-    """An RGB uint8 frame of any size as the model's H x W x C uint8 picture."""
-    return to_channels(resize(img, w, h), channels)
+def fit_image(img: np.ndarray, w: int, h: int, channels: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
+    """An RGB uint8 picture of any size as the model's H x W x C uint8 picture: resized with
+    ``method``, then converted to ``channels`` (1: grayscale). The one function training,
+    calibration and inference use."""
+    return to_channels(resize(img, w, h, method), channels)

@@ -26,18 +26,22 @@ TENSOR_TYPES = {
 }
 
 
-class _Malformed(Exception):
+ITEM_BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2, "complex64": 8,
+              "int8": 1, "float64": 8, "complex128": 16, "uint64": 8, "uint32": 4, "uint16": 2, "int4": 1, "bfloat16": 2}
+
+
+class Malformed(Exception):
     pass
 
 
-class _Buf:
+class FlatBuf:
     def __init__(self, data: bytes) -> None:
         self.b = data
         self.n = len(data)
 
     def _check(self, pos: int, size: int) -> None:
         if pos < 0 or pos + size > self.n:
-            raise _Malformed(f"offset {pos}+{size} outside the {self.n}-byte file")
+            raise Malformed(f"offset {pos}+{size} outside the {self.n}-byte file")
 
     def u8(self, pos: int) -> int:
         self._check(pos, 1)
@@ -60,15 +64,15 @@ class _Buf:
         return struct.unpack_from(fmt, self.b, pos)
 
 
-class _Table:
-    def __init__(self, buf: _Buf, pos: int) -> None:
+class Table:
+    def __init__(self, buf: FlatBuf, pos: int) -> None:
         self.buf = buf
         self.pos = pos
         vt = pos - buf.i32(pos)
         self.vt = vt
         self.vt_len = buf.u16(vt)
         if self.vt_len < 4 or self.vt_len % 2:
-            raise _Malformed(f"bad vtable at {vt}")
+            raise Malformed(f"bad vtable at {vt}")
         buf._check(vt, self.vt_len)
         buf._check(pos, buf.u16(vt + 2))
 
@@ -86,9 +90,9 @@ class _Table:
         p = self.pos + off
         return p + self.buf.u32(p)
 
-    def table(self, slot: int) -> _Table | None:
+    def table(self, slot: int) -> Table | None:
         target = self._deref(slot)
-        return _Table(self.buf, target) if target is not None else None
+        return Table(self.buf, target) if target is not None else None
 
     def _vector(self, slot: int, elem: int) -> tuple[int, int] | None:
         vpos = self._deref(slot)
@@ -120,7 +124,7 @@ class _Table:
         start, length = v
         return self.buf.b[start : start + length]
 
-    def tables(self, slot: int) -> list[_Table]:
+    def tables(self, slot: int) -> list[Table]:
         v = self._vector(slot, 4)
         if v is None:
             return []
@@ -128,7 +132,7 @@ class _Table:
         out = []
         for i in range(length):
             p = start + 4 * i
-            out.append(_Table(self.buf, p + self.buf.u32(p)))
+            out.append(Table(self.buf, p + self.buf.u32(p)))
         return out
 
 
@@ -141,9 +145,27 @@ class TensorInfo:
     scale: list[float]
     zero_point: list[int]
     quantized_dimension: int = 0
+    shape_signature: list[int] = field(default_factory=list)  # -1 marks a dynamic dimension
+
+    def __post_init__(self) -> None:
+        if not self.shape_signature:
+            self.shape_signature = list(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """What the tensor claims it needs (its shape times its element size)."""
+        n = 1
+        for d in self.shape:
+            n *= max(int(d), 0)
+        return n * ITEM_BYTES.get(self.dtype, 8)
+
+    @property
+    def dynamic(self) -> bool:
+        return -1 in self.shape_signature
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"index": self.index, "name": self.name, "shape": self.shape, "dtype": self.dtype}
+        d: dict[str, Any] = {"index": self.index, "name": self.name, "shape": self.shape,
+                             "shape_signature": self.shape_signature, "dtype": self.dtype}
         if self.scale:
             if len(self.scale) == 1:
                 d["quantization"] = {"scale": self.scale[0], "zero_point": self.zero_point[0] if self.zero_point else 0}
@@ -164,6 +186,9 @@ class ModelInfo:
     operators: Counter
     signatures: list[dict[str, Any]]
     metadata: dict[str, bytes] = field(default_factory=dict)
+    custom_ops: list[str] = field(default_factory=list)
+    largest_tensor: TensorInfo | None = None  # the tensor claiming the most memory, over all subgraphs
+    tensor_bytes: int = 0  # what all tensors claim together (an upper bound of what allocation needs)
 
 
 def _op_names() -> dict[int, str]:
@@ -177,7 +202,7 @@ def _op_names() -> dict[int, str]:
     return {}
 
 
-def _tensor(t: _Table, index: int) -> TensorInfo:
+def _tensor(t: Table, index: int) -> TensorInfo:
     shape = [int(d) for d in t.scalars(4, "i")]
     ttype = t.scalar(6, "b", 0)
     q = t.table(12)
@@ -187,7 +212,7 @@ def _tensor(t: _Table, index: int) -> TensorInfo:
         zp = [int(z) for z in q.scalars(10, "q")]
         qdim = int(q.scalar(16, "i", 0))
     return TensorInfo(index, t.string(10) or f"tensor_{index}", shape,
-                      TENSOR_TYPES.get(ttype, f"type{ttype}"), scale, zp, qdim)
+                      TENSOR_TYPES.get(ttype, f"type{ttype}"), scale, zp, qdim, [int(d) for d in t.scalars(18, "i")])
 
 
 def parse_model(data: bytes, source: str = "model") -> ModelInfo:
@@ -199,40 +224,51 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
             f"{source} is not a TFLite model (file identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r})",
             "pass a .tflite flatbuffer; convert Keras models with `mltool convert`",
         )
-    buf = _Buf(data)
+    buf = FlatBuf(data)
     try:
-        model = _Table(buf, buf.u32(0))
+        model = Table(buf, buf.u32(0))
         version = int(model.scalar(4, "I", 0))
         opcodes = model.tables(6)
         names = _op_names()
         op_labels = []
+        custom_ops = []
         for oc in opcodes:
             code = max(int(oc.scalar(4, "b", 0)), int(oc.scalar(10, "i", 0)))
             custom = oc.string(6)
             op_labels.append(custom if custom else names.get(code, f"BUILTIN_{code}"))
+            if custom:
+                custom_ops.append(custom)
         subgraphs = model.tables(8)
         if not subgraphs:
-            raise _Malformed("no subgraphs")
+            raise Malformed("no subgraphs")
         ops: Counter = Counter()
         n_tensors = 0
         main_tensors: list[TensorInfo] = []
         main_in: list[int] = []
         main_out: list[int] = []
+        largest: TensorInfo | None = None
+        total_bytes = 0
         for si, sg in enumerate(subgraphs):
             tensors = [_tensor(t, i) for i, t in enumerate(sg.tables(4))]
             n_tensors += len(tensors)
+            for t in tensors:
+                if any(d < 0 for d in t.shape):
+                    raise Malformed(f"tensor {t.name} has a negative dimension {t.shape}")
+                total_bytes += t.nbytes
+                if largest is None or t.nbytes > largest.nbytes:
+                    largest = t
             ins, outs = sg.scalars(6, "i"), sg.scalars(8, "i")
             for idx in ins + outs:
                 if not 0 <= idx < len(tensors):
-                    raise _Malformed(f"subgraph {si} refers to tensor {idx} of {len(tensors)}")
+                    raise Malformed(f"subgraph {si} refers to tensor {idx} of {len(tensors)}")
             for op in sg.tables(10):
                 oi = int(op.scalar(4, "I", 0))
                 if oi >= len(op_labels):
-                    raise _Malformed(f"operator code {oi} of {len(op_labels)}")
+                    raise Malformed(f"operator code {oi} of {len(op_labels)}")
                 ops[op_labels[oi]] += 1
                 for idx in op.scalars(6, "i") + op.scalars(8, "i"):
                     if not -1 <= idx < len(tensors):
-                        raise _Malformed(f"operator refers to tensor {idx} of {len(tensors)}")
+                        raise Malformed(f"operator refers to tensor {idx} of {len(tensors)}")
             if si == 0:
                 main_tensors, main_in, main_out = tensors, ins, outs
         buffers = model.tables(12)
@@ -241,7 +277,7 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
             name = md.string(4) or ""
             bi = int(md.scalar(6, "I", 0))
             if bi >= len(buffers):
-                raise _Malformed(f"metadata '{name}' points at buffer {bi} of {len(buffers)}")
+                raise Malformed(f"metadata '{name}' points at buffer {bi} of {len(buffers)}")
             b = buffers[bi]
             content = b.bytes_(4)
             if content is None:
@@ -252,19 +288,23 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
             metadata[name] = content or b""
         signatures = []
         for sd in model.tables(18):
+            ins_map, outs_map = sd.tables(4), sd.tables(6)
             signatures.append({
                 "key": sd.string(8),
                 "subgraph": int(sd.scalar(12, "I", 0)),
-                "inputs": [m.string(4) for m in sd.tables(4)],
-                "outputs": [m.string(4) for m in sd.tables(6)],
+                "inputs": [m.string(4) for m in ins_map],
+                "outputs": [m.string(4) for m in outs_map],
+                "input_tensors": [int(m.scalar(6, "I", 0)) for m in ins_map],
+                "output_tensors": [int(m.scalar(6, "I", 0)) for m in outs_map],
             })
         return ModelInfo(
             size=len(data), version=version, description=model.string(10),
             subgraphs=len(subgraphs), tensors=n_tensors,
             inputs=[main_tensors[i] for i in main_in], outputs=[main_tensors[i] for i in main_out],
-            operators=ops, signatures=signatures, metadata=metadata,
+            operators=ops, signatures=signatures, metadata=metadata, custom_ops=custom_ops,
+            largest_tensor=largest, tensor_bytes=total_bytes,
         )
-    except (_Malformed, struct.error, RecursionError) as exc:
+    except (Malformed, struct.error, RecursionError) as exc:
         raise ModelError(
             f"{source} is a damaged or truncated TFLite model ({exc})",
             "re-convert or re-copy the file; check its size and SHA-256 against the original",

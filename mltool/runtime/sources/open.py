@@ -24,20 +24,34 @@ from mltool.runtime.sources.signals import (
 def open_source(
     spec: str,
     *,
+    kind: str | None = None,
     signal_window: int | None = None,
+    channels: int = 1,
     hop: int | None = None,
     rate: float | None = None,
     timeout_s: float = 5.0,
     max_reconnects: int | None = None,
     stdin: Any = None,
 ) -> Source:
-    """Open whatever ``spec`` names. ``signal_window`` is set for 1-D models."""
+    """Open whatever ``spec`` names for a model that takes ``kind`` ("image" or "signal";
+    default: "signal" when ``signal_window`` is given). Signal models read windows of
+    ``signal_window`` samples (None: each file whole, for models with a dynamic length) of
+    ``channels`` channels every ``hop`` samples."""
     window = signal_window
-    hop = hop or window
+    signal = kind == "signal" or (kind is None and window is not None)
+    if hop is not None and hop < 1:
+        raise ConfigError(f"--hop {hop} must be at least 1", "use the number of samples between windows, e.g. --hop 1800")
+    if timeout_s <= 0:
+        raise ConfigError(f"--timeout {timeout_s:g} must be positive", "use seconds, e.g. --timeout 5")
+    if max_reconnects is not None and max_reconnects < 0:
+        raise ConfigError(f"--max-reconnects {max_reconnects} cannot be negative", "use 0 to never reconnect, or omit it")
     if spec == "-":
-        if window is None:
+        if not signal:
             raise ConfigError("stdin ('-') carries signal samples, but this model takes images", "pass an image, video, camera or stream source")
-        return SignalSource("stdin", stdin_samples(stdin or sys.stdin), window, hop or window, rate)
+        if window is None:
+            raise ConfigError("this model's input length is dynamic, so a stream of samples on stdin has no window size",
+                              "pass --window N (samples per window)")
+        return SignalSource("stdin", stdin_samples(stdin or sys.stdin, channels), window, hop, rate, channels)
     if spec == "picamera":
         return LiveSource(lambda: PiCameraReader(), "picamera", "picamera", timeout_s=timeout_s, max_reconnects=max_reconnects)
     if spec.isdigit() or spec.startswith("/dev/video"):
@@ -53,30 +67,31 @@ def open_source(
         matches = sorted(Path(p) for p in globmod.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
         if not matches:
             raise DataError(f"no files match {spec}", "check the pattern (quote it so the shell does not expand it)")
-        return _files_source(matches, spec, window, hop, rate)
+        return _files_source(matches, spec, signal, window, hop, rate, channels)
     if path.is_dir():
-        exts = SIGNAL_EXTENSIONS if window is not None else image_exts()
+        exts = SIGNAL_EXTENSIONS if signal else image_exts()
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
         if not files:
-            what = "signal files (.npy/.csv/.wav)" if window is not None else "images"
+            what = "signal files (.npy/.csv/.wav)" if signal else "images"
             raise DataError(f"{path} holds no {what}", f"put {what} in it or pass another --source")
-        return _files_source(files, str(path), window, hop, rate)
+        return _files_source(files, str(path), signal, window, hop, rate, channels)
     if not path.exists():
         raise DataError(f"source {spec} does not exist",
                         "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, signal file, or '-'")
-    return _files_source([path], str(path), window, hop, rate)
+    return _files_source([path], str(path), signal, window, hop, rate, channels)
 
 
-def _files_source(files: list[Path], label: str, window: int | None, hop: int | None, rate: float | None) -> Source:
+def _files_source(files: list[Path], label: str, signal: bool, window: int | None, hop: int | None, rate: float | None,
+                  channels: int) -> Source:
     suffixes = {p.suffix.lower() for p in files}
-    if window is not None:
+    if signal:
         bad = suffixes - SIGNAL_EXTENSIONS
         if bad:
             raise ConfigError(f"this model takes 1-D signals, but {label} has {', '.join(sorted(bad))} files",
                               "pass .npy/.csv/.wav signal files or '-' for samples on stdin")
         if len(files) == 1:
-            return signal_file(files[0], window, hop or window, rate)
-        return MultiSignal(files, label, window, hop or window, rate)
+            return signal_file(files[0], window, hop, rate, channels)
+        return MultiSignal(files, label, window, hop, rate, channels)
     if suffixes & SIGNAL_EXTENSIONS and not suffixes & image_exts():
         raise ConfigError(f"{label} holds signal files, but this model takes images",
                           "pass images, a video, a camera or a stream; or use a 1-D signal model")
