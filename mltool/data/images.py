@@ -16,26 +16,74 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def read_image(path: str | Path, size: tuple[int, int] | None = None, color: str = "RGB") -> np.ndarray:
-    """Read one image as uint8 HxWxC (C=3 for RGB, 1 for grayscale), optionally resized (W, H)."""
-    from PIL import Image, UnidentifiedImageError
+MAX_PIXELS = 64_000_000  # one image may cost at most this many pixels (a 48 MP phone photo fits)
+
+
+def decode_image(path: str | Path, draft: tuple[int, int] | None = None) -> np.ndarray:
+    """One image file as uint8 H x W x 3 RGB, as a viewer shows it: EXIF orientation applied,
+    16-bit and floating-point images scaled to 0..255 (not clipped), transparency dropped.
+    ``draft`` (W, H): a JPEG much larger than that is decoded at a reduced scale (1/2 .. 1/8, never
+    below ``draft``), which saves most of the memory and time for a small model input."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    mode = "L" if color == "grayscale" else "RGB"
     try:
         with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != tuple(size):
-                img = img.resize(tuple(size), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+            if img.width * img.height > MAX_PIXELS:
+                raise DataError(f"image {path} is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} MP), "
+                                f"more than mltool decodes ({MAX_PIXELS / 1e6:.0f} MP)", "downscale it first")
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", draft)
+            img = ImageOps.exif_transpose(img)
+            arr = _to_rgb8(img)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist", "check the path") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except PermissionError:
+        raise DataError(f"cannot read image {path} (permission denied)", "check its permissions") from None
+    except IsADirectoryError:
+        raise DataError(f"image {path} is a directory", "pass an image file, or the directory as the source") from None
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError,
+            EOFError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise DataError(
-            f"cannot read image {path} ({type(exc).__name__}: {exc})",
+            f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:200]})",
             "replace or delete the file; it is not a valid image",
         ) from None
-    return arr[..., None] if arr.ndim == 2 else arr
+    return arr
+
+
+def _to_rgb8(img) -> np.ndarray:  # noqa: ANN001 (a PIL image)
+    """Pillow image -> uint8 RGB array. High bit depths are scaled, never clipped."""
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            a = a / 257.0  # 0..65535 -> 0..255
+        elif img.mode == "I" and a.size and a.max() > 255:
+            a = a * (255.0 / 65535.0) if a.max() <= 65535 else a * (255.0 / a.max())
+        elif img.mode == "F":
+            lo, hi = (0.0, 1.0) if a.size and a.min() >= 0 and a.max() <= 1 else (float(a.min()), float(a.max()))
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        g = np.clip(np.round(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if img.mode not in ("RGB",):
+        img = img.convert("RGBA").convert("RGB") if "A" in img.getbands() or img.mode == "P" else img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None, color: str = "RGB",
+               method: str | None = None) -> np.ndarray:
+    """One image as uint8 H x W x C (C=3 for RGB, 1 for grayscale), optionally fitted to ``size``
+    (W, H) with the same resize and colour conversion the device uses
+    (:func:`mltool.runtime.preprocess.fit_image`)."""
+    from mltool.runtime.preprocess import DEFAULT_RESIZE, fit_image, to_channels
+
+    channels = 1 if color == "grayscale" else 3
+    arr = decode_image(path, draft=tuple(size) if size is not None else None)  # type: ignore[arg-type]
+    if size is None:
+        return to_channels(arr, channels)
+    return fit_image(arr, size[0], size[1], channels, method or DEFAULT_RESIZE)
 
 
 def class_folders(root: Path, what: str) -> list[Path]:

@@ -271,7 +271,9 @@ def load_task(
 
         size = image_size or 64
         x, y, names = load_image_folder(root, size, "RGB")
-        extra = {"color": "RGB", "range": [0, 255], "dtype": "uint8", "resize": [size, size]}
+        from mltool.runtime.preprocess import DEFAULT_RESIZE
+
+        extra = {"color": "RGB", "range": [0, 255], "dtype": "uint8", "resize": [size, size], "resize_method": DEFAULT_RESIZE}
     return Dataset(
         name=task, kind=info.kind, x_train=x, y_train=y, x_test=x[:0], y_test=y[:0],
         class_names=names, source=str(root.resolve()),

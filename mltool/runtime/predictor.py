@@ -251,11 +251,15 @@ class Predictor:
             frame = Frame(0, name or label, time.time(), signal=x.astype(np.float32).reshape(-1), read_ms=read_ms)
         return self.predict_frame(frame, source=label)
 
+    def _draft(self) -> tuple[int, int] | None:
+        """(W, H) of the model input: big JPEG files are decoded reduced to it, as training read them."""
+        return (self.input.shape[1], self.input.shape[0]) if self.kind == "image" else None
+
     def _read(self, path: Path) -> np.ndarray:
         if self.kind == "image":
-            from mltool.data.images import read_image
+            from mltool.data.images import decode_image
 
-            return read_image(path, None, "RGB")
+            return decode_image(path, self._draft())
         from mltool.data.signals import read_signal
 
         sig = read_signal(path, channels=self.input.channels)
@@ -296,7 +300,8 @@ class Predictor:
             from mltool.runtime.sources import open_source
 
             source = open_source(source, kind=self.kind, signal_window=self.input.window, channels=self.input.channels,
-                                 hop=hop, rate=self.input.rate_hz, timeout_s=timeout_s, max_reconnects=max_reconnects)
+                                 hop=hop, rate=self.input.rate_hz, timeout_s=timeout_s, max_reconnects=max_reconnects,
+                                 draft=self._draft())
         if self.kind == "image" and source.kind == "signal":
             source.close()
             raise ConfigError(f"{self.model.path} takes images but {source.label} is a signal source",

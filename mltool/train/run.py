@@ -245,7 +245,7 @@ def _fit_and_write(
     input_info = InputSpec(
         shape=list(ds.input_shape), layout="NHWC" if ds.kind == "image" else "NWC", dtype="float32",
         raw_dtype=ds.input.get("dtype", "float32"), color=ds.input.get("color"), range=ds.input.get("range"),
-        resize=ds.input.get("resize"),
+        resize=ds.input.get("resize"), resize_method=ds.input.get("resize_method"),
         rate_hz=cfg.rate_hz if ds.kind == "signal" else None, window=cfg.window if ds.kind == "signal" else None,
     )
     metrics = {

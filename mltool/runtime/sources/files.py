@@ -23,18 +23,19 @@ class ImageFiles:
     live = False
     fps = None
 
-    def __init__(self, paths: list[Path], label: str) -> None:
+    def __init__(self, paths: list[Path], label: str, draft: tuple[int, int] | None = None) -> None:
         self.paths = paths
         self.label = label
+        self.draft = draft  # (W, H) the model takes: big JPEGs are decoded reduced, as in training
         self.stats = SourceStats()
 
     def __iter__(self) -> Iterator[Frame | SourceEvent]:
-        from mltool.data.images import read_image
+        from mltool.data.images import decode_image
 
         for i, p in enumerate(self.paths):
             t0 = time.perf_counter()
             try:
-                img = read_image(p, None, "RGB")
+                img = decode_image(p, self.draft)
             except DataError as exc:
                 self.stats.errors += 1
                 yield SourceEvent("error", exc.one_line(), str(p))

@@ -32,11 +32,13 @@ def open_source(
     timeout_s: float = 5.0,
     max_reconnects: int | None = None,
     stdin: Any = None,
+    draft: tuple[int, int] | None = None,
 ) -> Source:
     """Open whatever ``spec`` names for a model that takes ``kind`` ("image" or "signal";
     default: "signal" when ``signal_window`` is given). Signal models read windows of
     ``signal_window`` samples (None: each file whole, for models with a dynamic length) of
-    ``channels`` channels every ``hop`` samples."""
+    ``channels`` channels every ``hop`` samples. Image files much larger than ``draft`` (W, H)
+    are decoded reduced (JPEG), exactly as training read them."""
     window = signal_window
     signal = kind == "signal" or (kind is None and window is not None)
     if hop is not None and hop < 1:
@@ -67,22 +69,22 @@ def open_source(
         matches = sorted(Path(p) for p in globmod.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
         if not matches:
             raise DataError(f"no files match {spec}", "check the pattern (quote it so the shell does not expand it)")
-        return _files_source(matches, spec, signal, window, hop, rate, channels)
+        return _files_source(matches, spec, signal, window, hop, rate, channels, draft)
     if path.is_dir():
         exts = SIGNAL_EXTENSIONS if signal else image_exts()
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
         if not files:
             what = "signal files (.npy/.csv/.wav)" if signal else "images"
             raise DataError(f"{path} holds no {what}", f"put {what} in it or pass another --source")
-        return _files_source(files, str(path), signal, window, hop, rate, channels)
+        return _files_source(files, str(path), signal, window, hop, rate, channels, draft)
     if not path.exists():
         raise DataError(f"source {spec} does not exist",
                         "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, signal file, or '-'")
-    return _files_source([path], str(path), signal, window, hop, rate, channels)
+    return _files_source([path], str(path), signal, window, hop, rate, channels, draft)
 
 
 def _files_source(files: list[Path], label: str, signal: bool, window: int | None, hop: int | None, rate: float | None,
-                  channels: int) -> Source:
+                  channels: int, draft: tuple[int, int] | None = None) -> Source:
     suffixes = {p.suffix.lower() for p in files}
     if signal:
         bad = suffixes - SIGNAL_EXTENSIONS
@@ -97,5 +99,5 @@ def _files_source(files: list[Path], label: str, signal: bool, window: int | Non
                           "pass images, a video, a camera or a stream; or use a 1-D signal model")
     if len(files) == 1 and files[0].suffix.lower() in VIDEO_EXTENSIONS:
         return VideoFile(files[0])
-    return ImageFiles(files, label)
+    return ImageFiles(files, label, draft)
 
