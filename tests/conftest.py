@@ -206,8 +206,8 @@ def sshd(tmp_path, ssh_keys):
 
     servers = []
 
-    def make(name: str = "dev") -> SshServer:
-        s = SshServer(tmp_path / f"sshd-{name}", ssh_keys["pub"]).start()
+    def make(name: str = "dev", sftp: bool = True) -> SshServer:
+        s = SshServer(tmp_path / f"sshd-{name}", ssh_keys["pub"], sftp=sftp).start()
         servers.append(s)
         return s
 

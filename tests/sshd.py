@@ -33,7 +33,8 @@ def fingerprint(pub: Path) -> str:
 
 
 class SshServer:
-    def __init__(self, workdir: Path, client_pub: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, client_pub: Path, port: int | None = None, sftp: bool = True) -> None:
+        self.sftp = sftp  # False: no sftp subsystem, like Dropbear/BusyBox devices
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -59,7 +60,8 @@ class SshServer:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {self.dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
-            "Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 100:30:200\nMaxSessions 100\n"
+            + ("Subsystem sftp internal-sftp\n" if self.sftp else "")
+            + "LogLevel ERROR\nMaxStartups 100:30:200\nMaxSessions 100\n"
         )
         return cfg
 

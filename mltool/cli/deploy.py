@@ -23,6 +23,7 @@ def deploy(
     batch: Annotated[Optional[str], typer.Option("--batch", help="Canary batches, e.g. 1,25%,100%: a failing batch stops the rollout.")] = None,
     max_fail_pct: Annotated[float, typer.Option("--max-fail-pct", help="Failed/unreachable hosts tolerated (percent) before stopping.")] = 0.0,
     setup: Annotated[bool, typer.Option("--setup", help="Prepare the device: venv + mltool[device] from a locally built wheel.")] = False,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="With --setup: the device's TFLite runtime as a pip requirement, e.g. 'ai-edge-litert==2.1.6' (remembered for later setups).")] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Run `mltool bench` on the device and show its numbers.")] = False,
     service: Annotated[Optional[str], typer.Option("--service", help='Install a systemd unit running this mltool command on the current release, e.g. "infer --camera --alert-threshold 0.8".')] = None,
     no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip the on-device load-and-run check (not recommended).")] = False,
@@ -46,7 +47,7 @@ def deploy(
         model = Path(args.pop())
     cfg = DeployConfig(model=model, name=name, root=remote_dir, keep=keep,
                        ssh=dataclasses.replace(ssh, command_timeout=command_timeout), probe=not no_probe,
-                       bench=bench, setup=setup, service=service, parallel=parallel, batch=batch, max_fail_pct=max_fail_pct)
+                       bench=bench, setup=setup, runtime=runtime, service=service, parallel=parallel, batch=batch, max_fail_pct=max_fail_pct)
     console = stderr_console()
 
     def start(artifact: Any, hosts: list[Any]) -> None:
@@ -82,8 +83,12 @@ def _render(console: Any, fleet: Any) -> None:
     console.print(t)
     for r in fleet.results:
         if r.setup:
+            pin = r.setup.get("runtime_pin")
+            pinned = f"; runtime pinned to {pin}{' (remembered)' if r.setup.get('pin_remembered') else ''}" if pin else ""
+            smoke = (r.setup.get("smoke_test") or {}).get("detail", "")
             console.print(f"{r.host}: set up Python {r.setup['python']} on {r.setup['machine']}, installed "
-                          + ", ".join(f"{k} {v}" for k, v in r.setup["installed"].items()))
+                          + ", ".join(f"{k} {v}" for k, v in r.setup["installed"].items()) + pinned
+                          + (f"; smoke test: {smoke}" if smoke else ""), soft_wrap=True)
             for w in r.setup["warnings"]:
                 console.print(f"[yellow]{r.host}: {w}[/yellow]")
         if r.service:

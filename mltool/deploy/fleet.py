@@ -33,11 +33,17 @@ class Host:
     labels: set[str] = field(default_factory=set)
 
 
-def _spec(entry: dict[str, Any], name: str) -> str:
+def _spec(entry: dict[str, Any], name: str, path: Path) -> str:
     addr = entry.get("address") or entry.get("ansible_host") or entry.get("host") or name
     user = entry.get("user") or entry.get("ansible_user")
     port = entry.get("port") or entry.get("ansible_port")
-    return f"{user + '@' if user else ''}{addr}{':' + str(port) if port else ''}"
+    for what, value in (("address", addr), ("user", user)):
+        if value is not None and (not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip()
+                                  or any(c in str(value) for c in " @/\n")):
+            raise DataError(f"inventory {path}: host '{name}' has an invalid {what} {value!r}", f"give a plain {what}")
+    if port is not None and (isinstance(port, bool) or not str(port).isdigit() or not 1 <= int(port) <= 65535):
+        raise DataError(f"inventory {path}: host '{name}' has port {port!r}, not a TCP port", "use a port from 1 to 65535")
+    return f"{str(user) + '@' if user else ''}{addr}{':' + str(port) if port else ''}"
 
 
 def load_inventory(path: Path) -> list[Host]:
@@ -47,6 +53,8 @@ def load_inventory(path: Path) -> list[Host]:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise DataError(f"inventory {path} does not exist", "check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read inventory {path} ({type(exc).__name__})", "pass a YAML file you can read") from None
     except yaml.YAMLError as exc:
         raise DataError(f"inventory {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the YAML syntax") from None
     if not isinstance(doc, dict):
@@ -57,23 +65,35 @@ def load_inventory(path: Path) -> list[Host]:
         entry = entry or {}
         if not isinstance(entry, dict):
             raise DataError(f"inventory {path}: host '{name}' must be a mapping", "e.g. pi1: {address: 10.0.0.5, user: pi}")
-        h = hosts.setdefault(name, Host(name, _spec(entry, name)))
-        h.labels |= set(entry.get("labels") or [])
+        labels = entry.get("labels") or []
+        if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
+            raise DataError(f"inventory {path}: host '{name}' has labels {labels!r}", "give a list, e.g. labels: [camera, kitchen]")
+        h = hosts.setdefault(str(name), Host(str(name), _spec(entry, str(name), path)))
+        h.labels |= {str(x) for x in labels}
         if group:
             h.groups.add(group)
 
+    def mapping(value: Any, what: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise DataError(f"inventory {path}: {what} must be a mapping, not {type(value).__name__}", "see `mltool deploy --help`")
+        return value
+
     def walk_ansible(node: dict[str, Any], group: str | None) -> None:
-        for name, entry in (node.get("hosts") or {}).items():
+        for name, entry in mapping(node.get("hosts"), "hosts").items():
             add(name, entry, group)
-        for child, sub in (node.get("children") or {}).items():
-            walk_ansible(sub or {}, child)
+        for child, sub in mapping(node.get("children"), "children").items():
+            walk_ansible(mapping(sub, f"group {child}"), child)
 
     if "all" in doc and isinstance(doc["all"], dict):
         walk_ansible(doc["all"], None)
     else:
-        for name, entry in (doc.get("hosts") or {}).items():
+        for name, entry in mapping(doc.get("hosts"), "hosts").items():
             add(name, entry, None)
-        for group, members in (doc.get("groups") or {}).items():
+        for group, members in mapping(doc.get("groups"), "groups").items():
+            if not isinstance(members, (list, type(None))):
+                raise DataError(f"inventory {path}: group '{group}' must list host names", f"e.g. {group}: [pi1, pi2]")
             for m in members or []:
                 if m not in hosts:
                     raise DataError(f"inventory {path}: group '{group}' lists unknown host '{m}'", did_you_mean(m, hosts))
@@ -102,9 +122,12 @@ def batch_sizes(spec: str | None, total: int) -> list[int]:
     for part in spec.split(","):
         part = part.strip()
         try:
-            n = math.ceil(total * float(part[:-1]) / 100) if part.endswith("%") else int(part)
+            pct = float(part[:-1]) if part.endswith("%") else None
+            n = math.ceil(total * pct / 100) if pct is not None else int(part)
         except ValueError:
             raise ConfigError(f"--batch '{spec}' is not a list of counts or percentages", "e.g. --batch 1,25%,100%") from None
+        if pct is not None and not 0 < pct <= 100:
+            raise ConfigError(f"--batch '{spec}' has {part}, not a percentage of the hosts", "use percentages from 1% to 100%")
         if n < 1:
             raise ConfigError(f"--batch '{spec}' has an empty batch ({part})", "use counts >= 1 or percentages > 0")
         sizes.append(n)
@@ -168,8 +191,20 @@ def deploy(
     if not hosts:
         raise ConfigError("no targets given", "pass [USER@]HOST[:PORT] or --inventory FILE")
     hosts = apply_limit(hosts, limit)
+    cfg.validate()
+    batch_sizes(cfg.batch, len(hosts))
+    from mltool.deploy.ssh import parse_target
+
+    for h in hosts:  # every target resolves before any host is touched: no half-done rollout
+        parse_target(h.spec, port=cfg.ssh.port, identity=cfg.ssh.identity)
     if cfg.model is None and not cfg.setup:
         raise ConfigError("no model given", "pass a .tflite file or run directory after the targets (or --setup alone)")
+    if cfg.runtime is not None:
+        from mltool.deploy.setup import check_runtime_spec
+
+        if not cfg.setup:
+            raise ConfigError("--runtime pins the runtime --setup installs", "add --setup")
+        check_runtime_spec(cfg.runtime)
     artifact = resolve_artifact(Path(cfg.model), cfg.name) if cfg.model is not None else None
     on_start(artifact, hosts)
     fleet = rollout(hosts, cfg, artifact, on_result=on_result)

@@ -41,6 +41,7 @@ class DeployConfig:
     probe: bool = True
     bench: bool = False
     setup: bool = False
+    runtime: str | None = None  # with setup: pin the device's TFLite runtime (a pip requirement)
     service: str | None = None
     parallel: int = 5  # fleets: hosts at a time
     batch: str | None = None  # fleets: canary batches, e.g. "1,25%,100%"
@@ -49,6 +50,21 @@ class DeployConfig:
     @property
     def layout(self) -> DeviceLayout:
         return DeviceLayout(self.root)
+
+    def validate(self) -> None:
+        """Usage errors, raised before any host is touched."""
+        if self.keep < 1:
+            raise ConfigError(f"--keep {self.keep} would delete every earlier release (rollback impossible)",
+                              "keep at least 1 release (the default is 3)")
+        if self.parallel < 1:
+            raise ConfigError(f"--parallel {self.parallel} must be at least 1", "use --parallel 5")
+        if not 0 <= self.max_fail_pct <= 100:
+            raise ConfigError(f"--max-fail-pct {self.max_fail_pct:g} is not a percentage", "use 0 to 100")
+        for name, value in (("--timeout", self.ssh.timeout), ("--command-timeout", self.ssh.command_timeout)):
+            if not value > 0:
+                raise ConfigError(f"{name} {value:g} must be positive", f"use seconds, e.g. {name} 30")
+        if self.ssh.port is not None and not 1 <= self.ssh.port <= 65535:
+            raise ConfigError(f"--port {self.ssh.port} is not a TCP port", "use 1 to 65535")
 
 
 @dataclass
@@ -60,6 +76,7 @@ class HostResult:
     bytes_sent: int = 0
     duration_s: float = 0.0
     message: str = ""
+    upload: str | None = None  # sftp | exec (the device has no SFTP subsystem)
     probe: dict[str, Any] | None = None
     bench: dict[str, Any] | None = None
     setup: dict[str, Any] | None = None
@@ -133,6 +150,9 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
         artifact = resolve_artifact(Path(cfg.model), cfg.name)
     if artifact is None and not cfg.setup:
         raise ConfigError("no model given", "pass a .tflite file or run directory (or setup=True alone)")
+    if cfg.runtime is not None and not cfg.setup:
+        raise ConfigError("--runtime pins the runtime --setup installs", "add --setup")
+    cfg.validate()
     t0 = time.monotonic()
     session = cfg.ssh.session(spec)
     res = HostResult(host=session.target.label, status="failed")
@@ -147,7 +167,7 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
         if cfg.setup:
             from mltool.deploy.setup import setup_device
 
-            res.setup = setup_device(session, cfg.layout)
+            res.setup = setup_device(session, cfg.layout, cfg.runtime)
             res.status, res.message = "ready", "set up"
         if artifact is not None:
             res.status = "failed"
@@ -181,6 +201,7 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
             raise DeployError(f"{dev.s.target.label} has only {prep['free_bytes']} bytes free for a {art.size}-byte model",
                               "free space on the device or prune releases (--keep)")
         dev.s.put(art.path, f"{prep['tmp']}/{MODEL_FILE}.part")
+        res.upload = "sftp" if dev.s.sftp_ok else "exec"
     manifest = {
         "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
         "task": art.metadata.task if art.metadata else None,

@@ -2,6 +2,7 @@
 
     ROOT/venv/                                   Python venv with mltool[device] (--setup)
     ROOT/venv/bin/python, ROOT/venv/bin/mltool
+    ROOT/runtime.txt                             the pinned TFLite runtime (deploy --setup --runtime)
     ROOT/models/<name>/releases/<id>/model.tflite   (+ release.json)
     ROOT/models/<name>/current -> releases/<id>     switched with rename(2): atomic
     ROOT/models/<name>/releases/.tmp-*              uploads in progress
@@ -36,6 +37,11 @@ class DeviceLayout:
     @property
     def mltool(self) -> str:
         return f"{self.venv}/bin/mltool"
+
+    @property
+    def runtime_pin(self) -> str:
+        """The TFLite runtime requirement `deploy --setup --runtime` pinned, reused by later setups."""
+        return f"{self.root}/runtime.txt"
 
     @property
     def models(self) -> str:

@@ -203,8 +203,14 @@ def op_finish(a):
         if rc != 0:
             if committed:
                 shutil.rmtree(os.path.join(rel, a["id"]), ignore_errors=True)
-            lines = (err.strip() or out.strip() or "exit %d" % rc).splitlines()
-            return {"status": "probe_failed", "message": lines[-1], "current": current}
+            if rc < 0:
+                import signal
+
+                message = ("the device's TFLite runtime crashed (%s) running the model; pin another runtime with "
+                           "`mltool deploy HOST --setup --runtime 'ai-edge-litert==2.1.6'`" % signal.Signals(-rc).name)
+            else:
+                message = (err.strip() or out.strip() or "exit %d" % rc).splitlines()[-1]
+            return {"status": "probe_failed", "message": message, "current": current}
         probe = json.loads(out.strip().splitlines()[-1])
     sw = op_switch(a)
     pruned = op_prune(a)["pruned"]

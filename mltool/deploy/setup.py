@@ -4,6 +4,8 @@ wheel here, push it, and install it there with the ``device`` extra."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,7 @@ from typing import Any
 from mltool.deploy.errors import DeployError
 from mltool.deploy.layout import DeviceLayout
 from mltool.deploy.ssh import Session, qpath
+from mltool.errors import ConfigError
 
 VERSIONS = """
 import json
@@ -43,14 +46,42 @@ def build_wheel(out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def setup_device(session: Session, layout: DeviceLayout) -> dict[str, Any]:
+RUNTIME_SPEC = re.compile(r"^(?P<name>ai[-_.]edge[-_.]litert|tflite[-_.]runtime)\s*(?P<version>(?:[<>=!~]=?|===)\s*[\w.*+!-]+"
+                          r"(?:\s*,\s*(?:[<>=!~]=?|===)\s*[\w.*+!-]+)*)?$", re.IGNORECASE)
+DEVICE_DEPS = ["pillow", "opencv-python-headless", "flatbuffers"]
+
+
+def check_runtime_spec(spec: str) -> str:
+    """A pip requirement for a TFLite runtime, e.g. ``ai-edge-litert==2.1.6`` or
+    ``tflite-runtime==2.14.0``; anything else is a usage error (it goes into a pip command)."""
+    m = RUNTIME_SPEC.match(spec.strip())
+    if m is None:
+        raise ConfigError(f"--runtime '{spec}' is not a requirement for ai-edge-litert or tflite-runtime",
+                          "e.g. --runtime 'ai-edge-litert==2.1.6' or --runtime 'tflite-runtime==2.14.0'")
+    return spec.strip()
+
+
+def _is_litert(spec: str) -> bool:
+    return RUNTIME_SPEC.match(spec).group("name").lower().replace("_", "-").replace(".", "-") == "ai-edge-litert"  # type: ignore[union-attr]
+
+
+def setup_device(session: Session, layout: DeviceLayout, runtime: str | None = None) -> dict[str, Any]:
+    """Create the device's venv and install mltool there with a TFLite runtime: ``runtime`` (a pip
+    requirement) pins it and is remembered on the device for later setups; without it, a pin
+    remembered earlier is reused, else the default for the architecture."""
+    if runtime is not None:
+        runtime = check_runtime_spec(runtime)
     info = json.loads(session.run(f"python3 -c {qpath(PROBE)}", what="python check").out)
     if not info["ok"]:
         raise DeployError(f"{session.target.label} has Python {info['python']}; mltool needs 3.10+",
                           "upgrade the OS (Raspberry Pi OS Bookworm has 3.11)")
     arm32 = info["machine"].startswith("arm") and info["bits"] == 32 or info["machine"] in ("armv7l", "armv6l")
+    remembered = session.run(f"cat {qpath(layout.runtime_pin)} 2>/dev/null", check=False).out.strip() or None
+    if remembered is not None and RUNTIME_SPEC.match(remembered) is None:
+        remembered = None  # an edited or damaged pin file is not fed to pip
+    pin = runtime or remembered
     warnings = []
-    if arm32:
+    if arm32 and not pin:
         warnings.append("32-bit ARM: no ai-edge-litert wheel exists; installing tflite-runtime with numpy<2 instead "
                         "(64-bit Raspberry Pi OS is recommended)")
     venv = layout.venv
@@ -61,14 +92,31 @@ def setup_device(session: Session, layout: DeviceLayout) -> dict[str, Any]:
         remote_wheel = f"{layout.root}/{wheel.name}"
         home = session.run("printf %s \"$HOME\"").out
         session.put(wheel, f"{layout.expanded(home).root}/{wheel.name}")
-    spec = f"{remote_wheel}[device]" if not arm32 else remote_wheel
-    extra = "" if not arm32 else " 'tflite-runtime' 'numpy<2' pillow opencv-python-headless flatbuffers"
-    session.run(f"{qpath(layout.pip)} install -q --disable-pip-version-check {qpath(spec)}{extra}",
-                what="pip install", timeout=1800)
+    pip = f"{qpath(layout.pip)} install -q --disable-pip-version-check"
+    if pin is not None and _is_litert(pin):
+        packages = [f"{remote_wheel}[device]", pin]
+    elif pin is not None or arm32:  # tflite-runtime: the device extra would pull ai-edge-litert in beside it
+        packages = [remote_wheel, pin or "tflite-runtime", "numpy<2", *DEVICE_DEPS]
+        session.run(f"{qpath(layout.pip)} uninstall -q -y ai-edge-litert", check=False, what="remove ai-edge-litert")
+    else:
+        packages = [f"{remote_wheel}[device]"]
+    session.run(f"{pip} {' '.join(qpath(p) for p in packages)}", what="pip install", timeout=1800)
+    if runtime is not None:
+        session.run(f"printf '%s\\n' {shlex.quote(runtime)} > {qpath(layout.runtime_pin)}", what="remember the runtime pin")
     versions = session.python(VERSIONS, interpreter=layout.python, what="report versions", check=False).out
     try:
         installed = json.loads(versions.strip().splitlines()[-1])
     except (ValueError, IndexError):
         installed = {}
+    smoke = session.run(f"{qpath(layout.mltool)} doctor --json --no-camera-probe", check=False, what="runtime smoke test",
+                        timeout=300)
+    try:
+        smoke_test = json.loads(smoke.out)["smoke_test"]
+    except (ValueError, KeyError, TypeError):
+        smoke_test = {"status": "error", "detail": (smoke.err.strip().splitlines() or ["mltool doctor gave no answer"])[-1]}
+    if smoke_test and smoke_test.get("status") != "ok":
+        warnings.append(f"the runtime smoke test failed on the device: {smoke_test.get('detail')}; "
+                        "pin another with --runtime, e.g. --runtime 'ai-edge-litert==2.1.6'")
     return {"python": info["python"], "machine": info["machine"], "bits": info["bits"], "venv": venv,
-            "installed": installed, "warnings": warnings}
+            "installed": installed, "runtime_pin": pin, "pin_remembered": runtime is None and remembered is not None,
+            "smoke_test": smoke_test, "warnings": warnings}

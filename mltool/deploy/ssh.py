@@ -56,6 +56,8 @@ def parse_target(spec: str, *, port: int | None = None, identity: Path | None = 
     if not m:
         raise ConfigError(f"'{spec}' is not a target", "use [USER@]HOST[:PORT], e.g. pi@raspberrypi.local")
     alias = m.group("host").strip("[]")
+    if m.group("port") and not 1 <= int(m.group("port")) <= 65535:
+        raise ConfigError(f"'{spec}' has port {m.group('port')}, which is not a TCP port", "use a port from 1 to 65535")
     cfg: dict[str, Any] = {}
     path = ssh_config_path()
     if path.is_file():
@@ -67,10 +69,22 @@ def parse_target(spec: str, *, port: int | None = None, identity: Path | None = 
         spec=spec, alias=alias,
         hostname=cfg.get("hostname", alias),
         user=m.group("user") or user or cfg.get("user") or getpass.getuser(),
-        port=int(m.group("port") or port or cfg.get("port") or 22),
+        port=_port(m.group("port") or port or cfg.get("port") or 22, spec),
         identity_files=[p for p in identities if os.path.exists(p)] if not identity else identities,
         proxy_jump=cfg.get("proxyjump"),
     )
+
+
+def _port(value: Any, spec: str) -> int:
+    from mltool.errors import ConfigError
+
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"port {value!r} for {spec} is not a number", "use a port from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port {port} for {spec} is not a TCP port", "use a port from 1 to 65535")
+    return port
 
 
 def qpath(path: str) -> str:
@@ -126,6 +140,8 @@ class Session:
         self.client: Any = None
         self._jump: Session | None = None
         self.bytes_sent = 0
+        self.sftp_ok: bool | None = None  # None until tried; False: the device has no SFTP (exec upload)
+        self.sftp_refused: str | None = None
 
     # ------------------------------------------------------------------ connect
     def connect(self) -> Session:
@@ -205,7 +221,14 @@ class Session:
         self.close()
 
     # ------------------------------------------------------------------ commands
+    def _lost(self, what: str, exc: BaseException) -> DeployError:
+        reason = str(exc) or type(exc).__name__
+        return DeployError(f"{what} on {self.target.label} failed: the SSH connection broke ({reason})",
+                           "check the device and the network, then deploy again (nothing was switched)")
+
     def run(self, command: str, *, timeout: float | None = None, check: bool = True, what: str | None = None) -> CommandResult:
+        import paramiko
+
         limit = timeout or self.command_timeout
         try:
             _stdin, stdout, stderr = self.client.exec_command(command, timeout=limit)
@@ -215,6 +238,8 @@ class Session:
         except (socket.timeout, TimeoutError):
             raise DeployError(f"{what or 'a command'} on {self.target.label} timed out after {limit:g}s",
                               "the device may be overloaded; raise --command-timeout") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(what or "a command", exc) from None
         if check and rc != 0:
             detail = (err.strip() or out.strip()).splitlines()
             raise DeployError(f"{what or 'command'} failed on {self.target.label} (exit {rc}): {detail[-1] if detail else ''}",
@@ -227,15 +252,50 @@ class Session:
         return self.run(cmd, timeout=timeout, what=what, check=check)
 
     def put(self, local: Path, remote: str) -> int:
-        """Upload with SFTP's pipelined put (much faster than writing through a file object)."""
-        sftp = self.client.open_sftp()
+        """Upload ``local`` to ``remote``: SFTP's pipelined put (much faster than writing through
+        a file object), or, on devices without an SFTP subsystem (Dropbear, BusyBox, a trimmed
+        sshd), the bytes streamed into ``cat`` over an exec channel. Either way the caller verifies
+        the SHA-256 on the device before anything is renamed into place."""
+        import paramiko
+
         try:
-            sftp.put(str(local), remote, confirm=True)
-        finally:
-            sftp.close()
+            sftp = None
+            if self.sftp_ok is not False:
+                try:
+                    sftp = self.client.open_sftp()
+                    self.sftp_ok = True
+                except (paramiko.SSHException, EOFError) as exc:  # "subsystem request failed", "Channel closed"
+                    self.sftp_ok, self.sftp_refused = False, str(exc) or type(exc).__name__
+            if sftp is not None:
+                try:
+                    sftp.put(str(local), remote, confirm=True)
+                finally:
+                    sftp.close()
+            else:
+                self.put_exec(local, remote)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(f"upload of {local.name}", exc) from None
         size = local.stat().st_size
         self.bytes_sent += size
         return size
+
+    def put_exec(self, local: Path, remote: str, chunk: int = 1 << 18) -> None:
+        """Stream ``local`` into ``cat > remote`` over an exec channel (no SFTP needed)."""
+        chan = self.client.get_transport().open_session(timeout=self.timeout)
+        try:
+            chan.settimeout(self.command_timeout)
+            chan.exec_command(f"cat > {qpath(remote)}")
+            with open(local, "rb") as fh:
+                for block in iter(lambda: fh.read(chunk), b""):
+                    chan.sendall(block)
+            chan.shutdown_write()
+            rc = chan.recv_exit_status()
+            err = chan.recv_stderr(4096) if chan.recv_stderr_ready() else b""
+        finally:
+            chan.close()
+        if rc != 0:
+            raise DeployError(f"upload of {local.name} to {self.target.label} failed (exit {rc}): "
+                              f"{err.decode(errors='replace').strip()[-200:]}", "check free space and permissions on the device")
 
 
 def connect(target: Target, **kw: Any) -> Session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import os
 import platform
 import struct
@@ -70,7 +71,52 @@ def _cameras(probe: bool) -> list[dict[str, Any]]:
     return cams
 
 
-def run_doctor(probe_cameras: bool = True) -> dict[str, Any]:
+SMOKE = r"""
+import json, sys
+from importlib.resources import files
+from mltool.runtime.interpreter import find_runtime
+import numpy as np
+rt = find_runtime()
+it = rt.interpreter(model_content=files("mltool.runtime").joinpath("data/smoke.tflite").read_bytes())
+it.allocate_tensors()
+d = it.get_input_details()[0]
+it.set_tensor(d["index"], np.ones(d["shape"], np.float32))
+it.invoke()
+out = it.get_tensor(it.get_output_details()[0]["index"])
+print(json.dumps({"runtime": rt.name, "version": rt.version, "sum": float(out.sum())}))
+"""
+
+PIN_HINT = ("pin a runtime that works on this board: pip install 'ai-edge-litert==2.1.6' in mltool's venv, "
+            "or from your computer: mltool deploy HOST --setup --runtime 'ai-edge-litert==2.1.6'")
+
+
+def smoke_test(timeout: float = 120.0) -> dict[str, Any]:
+    """Create an interpreter and run one inference in a child process, so that a runtime that
+    crashes on this machine (a segfault, as ai-edge-litert 2.2/2.3 do under qemu-user arm64)
+    is reported as a crash instead of taking the caller down."""
+    import signal
+    import subprocess
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", SMOKE], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "hang", "detail": f"no answer within {timeout:g} s"}
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        return {"status": "crash", "signal": name, "detail": f"the runtime crashed ({name}) creating an interpreter"}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return {"status": "error", "detail": last[:300]}
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"status": "error", "detail": f"unexpected output: {proc.stdout[:200]!r}"}
+    if abs(out["sum"] - 1.0) > 1e-3:
+        return {"status": "error", "detail": f"{out['runtime']} {out['version']} ran but computed a wrong softmax ({out['sum']:.4f})"}
+    return {"status": "ok", "detail": f"{out['runtime']} {out['version']}: interpreter created, one inference correct", **out}
+
+
+def run_doctor(probe_cameras: bool = True, smoke: bool = True) -> dict[str, Any]:
     arch = platform.machine()
     bits = struct.calcsize("P") * 8
     arm32 = arch.startswith("arm") and bits == 32 or arch in ("armv7l", "armv6l")
@@ -104,6 +150,9 @@ def run_doctor(probe_cameras: bool = True) -> dict[str, Any]:
             detail += " (fallback; heavy and slow to start)"
             fix = "pip install ai-edge-litert"
         check("tflite runtime", ok if active != "tensorflow" else None, detail, fix, required=True)
+    smoke_result = smoke_test() if smoke and active else None
+    if smoke_result is not None:
+        check("runtime smoke test", smoke_result["status"] == "ok", smoke_result["detail"], PIN_HINT, required=True)
     if arm32:
         check("32-bit ARM", None, "ai-edge-litert publishes no 32-bit ARM wheels; mltool falls back to tflite-runtime (needs numpy<2)",
               "use 64-bit Raspberry Pi OS for ai-edge-litert")
@@ -126,5 +175,6 @@ def run_doctor(probe_cameras: bool = True) -> dict[str, Any]:
         "mltool": __version__, "python": platform.python_version(), "arch": arch, "bits": bits,
         "cores": os.cpu_count(), "memory_mib": _memory_mib(), "board": board,
         "numpy": numpy_v, "runtime": {"active": active, "versions": runtimes},
-        "opencv": cv, "cameras": cams, "picamera2": pc, "checks": checks, "ok": not required_missing,
+        "opencv": cv, "cameras": cams, "picamera2": pc, "smoke_test": smoke_result, "checks": checks,
+        "ok": not required_missing,
     }

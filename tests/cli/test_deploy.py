@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -325,7 +326,32 @@ def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_p
     assert setup["venv"].endswith("fresh-device/mltool/venv")
     assert (tmp_path / "fresh-device" / "mltool" / "venv" / "bin" / "mltool").exists()
     assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["median_ms"] > 0
+    assert setup["smoke_test"]["status"] == "ok" and setup["runtime_pin"] is None
     assert "set up Python" in r.stderr
+
+
+@pytest.mark.slow
+def test_setup_pins_the_runtime_on_a_device_without_sftp(cli, sshd, deploy_args, two_models, tmp_path):
+    """A device set up differently: no SFTP subsystem. --setup alone (no model) succeeds, the
+    pinned runtime is installed, remembered and reported, and models deploy over exec."""
+    server = sshd("nosftp", sftp=False)
+    root = tmp_path / "pinned-device" / "mltool"
+    args = deploy_args[:-1] + [str(root), "--trust-new-host"]
+    r = cli(["deploy", server.target, *args, "--setup", "--runtime", "ai-edge-litert==2.1.6", "--json"])
+    assert r.exit_code == 0, r.stderr
+    host = r.json()["hosts"][0]
+    assert host["status"] == "ready" and host["setup"]["installed"]["ai-edge-litert"] == "2.1.6"
+    assert host["setup"]["runtime_pin"] == "ai-edge-litert==2.1.6" and host["setup"]["pin_remembered"] is False
+    assert host["setup"]["smoke_test"]["status"] == "ok" and host["setup"]["smoke_test"]["version"] == "2.1.6"
+    assert (root / "runtime.txt").read_text().strip() == "ai-edge-litert==2.1.6"
+    assert "runtime pinned to ai-edge-litert==2.1.6" in r.stderr
+    r = cli(["deploy", server.target, *args, "--setup", "--json"])  # later setups keep the pin
+    host = r.json()["hosts"][0]
+    assert r.exit_code == 0 and host["setup"]["pin_remembered"] is True and host["setup"]["installed"]["ai-edge-litert"] == "2.1.6"
+    r = cli(["deploy", server.target, two_models["a"], *args, "--json"])
+    host = r.json()["hosts"][0]
+    assert r.exit_code == 0 and host["status"] == "changed" and host["upload"] == "exec"
+    assert host["probe"]["version"] == "2.1.6"
 
 
 def test_logs_without_systemd(cli, sshd, deploy_args, two_models):
@@ -355,3 +381,99 @@ def test_proxy_jump_through_a_bastion(cli, sshd, ssh_keys, deploy_args, two_mode
     r = cli(["deploy", "pi-behind", two_models["b"], *args, "--timeout", "2", "--json"])
     assert r.exit_code == 4
     assert "cannot reach" in r.json()["hosts"][0]["message"] and str(bastion.port) in r.json()["hosts"][0]["message"]
+
+
+def test_device_without_sftp_gets_the_upload_over_exec(cli, sshd, deploy_args, two_models, big_model, tmp_path):
+    server = sshd("nosftp", sftp=False)
+    r = cli(["deploy", server.target, big_model, *deploy_args, "--trust-new-host", "--name", "big", "--json"])
+    assert r.exit_code == 0, r.stderr
+    host = r.json()["hosts"][0]
+    assert host["status"] == "changed" and host["upload"] == "exec" and host["bytes_sent"] == big_model.stat().st_size
+    assert (_device(tmp_path, "big") / "current" / "model.tflite").read_bytes() == big_model.read_bytes()
+    again = cli(["deploy", server.target, big_model, *deploy_args, "--name", "big", "--json"]).json()["hosts"][0]
+    assert again["status"] == "unchanged" and again["bytes_sent"] == 0
+
+
+def test_connection_lost_mid_upload_is_one_line_and_nothing_switched(sshd, deploy_args, two_models, big_model, tmp_path):
+    server = sshd()
+    first = subprocess.run([sys.executable, "-m", "mltool", "deploy", server.target, str(two_models["a"]), *deploy_args,
+                            "--trust-new-host", "--name", "big"], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    good = _current(tmp_path, "big")
+    proc = subprocess.Popen([sys.executable, "-m", "mltool", "deploy", server.target, str(big_model), *deploy_args,
+                             "--name", "big", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    releases = _device(tmp_path, "big") / "releases"
+    killed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not killed:
+        parts = list(releases.glob(".tmp-*/model.tflite.part"))
+        if parts and 0 < parts[0].stat().st_size < big_model.stat().st_size:
+            # the device side goes away: kill the sshd processes serving this connection
+            children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+            for pid in children:
+                os.kill(int(pid), 9)
+            killed = bool(children)
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=60)
+    assert killed, "did not catch the upload in flight"
+    assert proc.returncode in (3, 4)
+    host = json.loads(out)["hosts"][0]
+    assert host["status"] in ("failed", "unreachable") and "Traceback" not in err
+    assert "the SSH connection broke" in host["message"] or "cannot reach" in host["message"]
+    assert _current(tmp_path, "big") == good
+
+
+def test_library_calls_are_the_cli_calls(sshd, ssh_keys, two_models, digits_run, tmp_path):
+    from mltool.convert import ConvertCheckError, ConvertConfig, convert
+    from mltool.deploy import DeployConfig, SshOptions, deploy_host
+
+    server = sshd()
+    root = tmp_path / "lib-device" / "mltool"
+    root.mkdir(parents=True)
+    (root / "venv").symlink_to(Path(sys.prefix))  # as after --setup
+    cfg = DeployConfig(model=two_models["a"], root=str(root),
+                       ssh=SshOptions(identity=ssh_keys["key"], known_hosts=tmp_path / "kh", trust_new_host=True))
+    res = deploy_host(server.target, cfg)
+    assert res.status == "changed", res.message
+    assert (root / "models" / "digits" / "current" / "model.tflite").read_bytes() == two_models["a"].read_bytes()
+    with pytest.raises(ConvertCheckError) as e:
+        convert(ConvertConfig(model=digits_run, quantize="dynamic", out=tmp_path / "conv", max_drop=-1.0))
+    assert "more than --max-drop -1" in e.value.one_line() and e.value.result.modes[0].mode == "dynamic"
+    assert (tmp_path / "conv" / "model_dynamic.tflite").is_file()
+
+
+def test_runtime_pin_needs_setup_and_a_runtime_requirement(cli, deploy_args, two_models):
+    r = cli(["deploy", "pi@127.0.0.1:9", two_models["a"], *deploy_args, "--runtime", "ai-edge-litert==2.1.6"])
+    assert r.exit_code == 2 and "--runtime pins the runtime --setup installs" in r.stderr
+    r = cli(["deploy", "pi@127.0.0.1:9", *deploy_args, "--setup", "--runtime", "numpy; rm -rf /"])
+    assert r.exit_code == 2 and "is not a requirement for ai-edge-litert or tflite-runtime" in r.stderr
+
+
+CRASHING_RUNTIME = """
+import os, signal
+__version__ = "9.9.9"
+"""
+CRASHING_INTERPRETER = """
+import os, signal
+class Interpreter:
+    def __init__(self, *a, **k):
+        os.kill(os.getpid(), signal.SIGSEGV)   # what ai-edge-litert 2.2/2.3 do under qemu-user arm64
+def load_delegate(*a, **k):
+    raise ValueError("no delegates")
+"""
+
+
+def test_doctor_reports_a_crashing_runtime_as_a_crash(tmp_path):
+    pkg = tmp_path / "fake" / "ai_edge_litert"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(CRASHING_RUNTIME)
+    (pkg / "interpreter.py").write_text(CRASHING_INTERPRETER)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'fake'}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "mltool", "doctor", "--json", "--no-camera-probe"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    rep = json.loads(proc.stdout)
+    assert rep["smoke_test"] == {"status": "crash", "signal": "SIGSEGV",
+                                 "detail": "the runtime crashed (SIGSEGV) creating an interpreter"}
+    check = next(c for c in rep["checks"] if c["name"] == "runtime smoke test")
+    assert check["status"] == "missing" and "ai-edge-litert==2.1.6" in check["fix"]
