@@ -9,7 +9,8 @@ import typer
 
 from mltool.cli._options import JsonOpt, SeedOpt
 
-app = typer.Typer(help="Find local datasets and write synthetic ones.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(help="Find local datasets and write synthetic ones.", no_args_is_help=True, rich_markup_mode=None,
+                  add_completion=False)
 
 
 @app.command("list")
