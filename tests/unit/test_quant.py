@@ -45,3 +45,22 @@ def test_pixel_lut_equals_normalise_then_quantize(mean, std, channels):
     src = img if channels == 3 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
     want = quantize((src.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32), spec)[None]
     assert got.dtype == np.int8 and np.array_equal(got, want)
+
+
+def test_annotation_never_covers_box_labels():
+    """Summary text goes in a strip below the picture; a box touching the top edge keeps its
+    label inside the picture; every frame of a task has the same size (video writers need it)."""
+    from mltool.runtime.detect import Detection
+    from mltool.runtime.draw import annotate
+
+    img = np.zeros((240, 320, 3), np.uint8)
+    det = Detection("person", 0.9, 0, (0.0, 0.9, 0.4, 1.0))  # top edge, right edge
+    out = annotate(img, ["1 objects", "person 0.90"], [det], strip_lines=4)
+    assert out.shape[1] == 320 and out.shape[0] > 240
+    top = out[:240]
+    label = (top[..., 1] == 255) & (top[..., 0] == 0) & (top[..., 2] == 0)  # filled green label background
+    ys, xs = np.nonzero(label[:, :284])  # left of the box's outline: only the label can be there
+    assert len(xs) > 100 and ys.max() < 40  # moved left to stay in the picture, just inside the top edge
+    assert out[240:].any()  # the summary is in the strip, not on the picture
+    again = annotate(img, ["0 objects"], [], strip_lines=4)
+    assert again.shape == out.shape
