@@ -1,7 +1,8 @@
 """A real MJPEG-over-HTTP camera for tests: multipart/x-mixed-replace JPEG frames on loopback.
 
-It can be stopped and restarted on the same port (to prove reconnection) and can be told to
-stall (send headers, then nothing) to prove that reads time out instead of hanging.
+It can be stopped and restarted on the same port (to prove reconnection), told to stall (send
+headers, then nothing) to prove that reads time out instead of hanging, and told to misbehave in
+the ways hostile or broken cameras do (``MISBEHAVIOURS``) to prove memory stays bounded.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ def jpeg_frames(n: int = 16, size: tuple[int, int] = (160, 120)) -> list[bytes]:
     return frames
 
 
+MISBEHAVIOURS = {
+    "no_newline": "a part header, then bytes with no line break, as fast as the socket takes them",
+    "negative_length": "Content-Length: -5",
+    "huge_length": "Content-Length of 2 GB, then bytes forever",
+    "endless_part": "a part without Content-Length whose boundary never comes",
+    "trickle": "one byte every 50 ms, never completing a line",
+}
+
+
 class MjpegServer:
-    def __init__(self, fps: float = 30.0, frames: list[bytes] | None = None) -> None:
+    def __init__(self, fps: float = 30.0, frames: list[bytes] | None = None, misbehave: str | None = None) -> None:
         self.fps = fps
         self.frames = frames or jpeg_frames()
         self.stall = False
+        self.misbehave = misbehave
         self.sent = 0
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -60,6 +71,8 @@ class MjpegServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
+                if server.misbehave:
+                    return self._misbehave(server.misbehave)
                 try:
                     while server.httpd is not None and not getattr(self.server, "_closing", False):
                         if server.stall:
@@ -71,6 +84,25 @@ class MjpegServer:
                         self.wfile.flush()
                         server.sent += 1
                         time.sleep(1.0 / server.fps)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
+
+            def _misbehave(self, how: str) -> None:
+                junk = bytes(range(14, 256)) * 256  # no \n, no \r
+                head = {"no_newline": b"--frame\r\nContent-Type: image/jpeg\r\n",
+                        "negative_length": b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: -5\r\n\r\n",
+                        "huge_length": b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 2000000000\r\n\r\n",
+                        "endless_part": b"--frame\r\nContent-Type: image/jpeg\r\n\r\n",
+                        "trickle": b"--frame\r\nContent-Type: image/jpeg\r\n"}[how]
+                try:
+                    self.wfile.write(head)
+                    while server.httpd is not None and not getattr(self.server, "_closing", False):
+                        if how == "trickle":
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                        else:
+                            self.wfile.write(junk)
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     pass
 

@@ -59,8 +59,9 @@ def _render(console: Any, result: dict[str, Any]) -> None:
             t.add_column(c, justify="left", overflow="fold")
         else:
             t.add_column(c, justify="right")
+    names = display_names([r["model"] for r in rows])
     for r in rows:
-        t.add_row(Path(r["model"]).name, str(r["threads"] or "default"), f"{r['init_ms']:.1f}", f"{r['first_ms']:.2f}",
+        t.add_row(names[r["model"]], str(r["threads"] or "default"), f"{r['init_ms']:.1f}", f"{r['first_ms']:.2f}",
                   f"{r['median_ms']:.3f}", f"{r['mean_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                   f"{r['min_ms']:.3f}", f"{r['std_ms']:.3f}", f"{r['throughput_per_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
                   f"{r['vs_first']:.2f}x")
@@ -69,8 +70,20 @@ def _render(console: Any, result: dict[str, Any]) -> None:
     for p in result.get("pipeline", []):
         s = p["stages_median_ms"]
         console.print(
-            f"pipeline {Path(p['model']).name} on {p['source']} ({p['frames']} frames, {p['fps']:.1f} FPS): "
+            f"pipeline {names[p['model']]} on {p['source']} ({p['frames']} frames, {p['fps']:.1f} FPS): "
             + ", ".join(f"{k} {v:.3f} ms ({100 * p['share'][k]:.0f}%)" for k, v in s.items())
             + f"; total {p['total_median_ms']:.3f} ms, overhead beyond invoke {p['overhead_beyond_invoke_ms']:.3f} ms",
             soft_wrap=True,
         )
+
+
+def display_names(paths: list[str]) -> dict[str, str]:
+    """Short names that still tell models apart: the file name, or as many parent folders as it
+    takes (two ``model_int8.tflite`` from different runs must not look the same)."""
+    unique = list(dict.fromkeys(paths))
+    depth = 1
+    while True:
+        names = {p: "/".join(Path(p).parts[-depth:]) for p in unique}
+        if len(set(names.values())) == len(unique) or depth > max(len(Path(p).parts) for p in unique):
+            return names
+        depth += 1

@@ -52,14 +52,38 @@ def train(
         image_size=image_size, window=window, rate_hz=rate, out=out, project=project, download=download,
     )
     console = stderr_console()
-    result = run_train(
-        config,
-        progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
-        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
-    )
+    with _sigterm_interrupts():  # SIGTERM ends a run like Ctrl-C: its .partial folder is removed
+        result = run_train(
+            config,
+            progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
+            log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        )
     _render(console, result)
     if json_out:
         print_json(result.summary())
+
+
+def _sigterm_interrupts() -> Any:
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def handler() -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def interrupt(signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return handler()
 
 
 def _progress_callback(console: Any, n_epochs: int, steps: int) -> Any:
@@ -111,9 +135,16 @@ def _render(console: Any, result: Any) -> None:
     table.add_column("class")
     table.add_column("precision", justify="right")
     table.add_column("recall", justify="right")
+    missing = set(m.get("classes_missing_from_test") or [])
     for name, pc in m["per_class"].items():
-        table.add_row(name, fmt_pct(pc["precision"]), fmt_pct(pc["recall"]))
+        if name in missing:
+            table.add_row(name, "[yellow]no test samples[/yellow]", "-")
+        else:
+            table.add_row(name, fmt_pct(pc["precision"]), fmt_pct(pc["recall"]))
     console.print(table)
+    if missing:
+        console.print(f"[yellow]warning: the test split has no samples of {', '.join(sorted(missing))}; "
+                      "its accuracy says nothing about them[/yellow]", soft_wrap=True)
     synthetic = " [yellow](SYNTHETIC data)[/yellow]" if info.dataset.synthetic else ""
     console.print(
         f"[bold]test accuracy {fmt_pct(m['accuracy'])}[/bold]  loss {m['loss']:.4f}  "

@@ -268,6 +268,9 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
     io_type = cfg.io or "int8"
     src = resolve(cfg.model, cfg.allow_legacy)
     out_dir = Path(cfg.out) if cfg.out is not None else src.default_out_dir()
+    from mltool._io import ensure_writable_dir
+
+    ensure_writable_dir(out_dir, "--out")  # before minutes of conversion, not after
     labels = _labels(cfg, src)
     log(f"loading {src.kind} model {src.model_file}")
     import_tensorflow()
@@ -349,9 +352,28 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
         reference={"name": ref_name, "accuracy": ref_acc, "size_bytes": ref_size, "path": str(src.model_file)},
         modes=results,
     )
-    atomic_write_text(out_dir / "convert.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    _write_report(out_dir / "convert.json", result, log)
     check_result(result, cfg.max_drop)
     return result
+
+
+def _write_report(path: Path, result: ConvertResult, log: Callable[[str], None]) -> None:
+    """convert.json: a second convert into the same folder adds its modes to the report and
+    keeps the earlier ones it did not redo (and says so), instead of silently replacing it."""
+    report = result.as_dict()
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError):
+        earlier = None
+    if isinstance(earlier, dict) and earlier.get("source_sha256") == result.source_sha256:
+        redone = {m.mode for m in result.modes}
+        kept = [m for m in earlier.get("modes", []) if isinstance(m, dict) and m.get("mode") not in redone]
+        if kept:
+            log(f"{path.name}: keeping the earlier results for {', '.join(m['mode'] for m in kept)}")
+            report["modes"] = kept + report["modes"]
+    elif isinstance(earlier, dict):
+        log(f"{path.name}: replacing the report of a different source model ({earlier.get('source', '?')})")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 class ConvertCheckError(MltoolError):

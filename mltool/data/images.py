@@ -24,11 +24,16 @@ def decode_image(path: str | Path, draft: tuple[int, int] | None = None) -> np.n
     16-bit and floating-point images scaled to 0..255 (not clipped), transparency dropped.
     ``draft`` (W, H): a JPEG much larger than that is decoded at a reduced scale (1/2 .. 1/8, never
     below ``draft``), which saves most of the memory and time for a small model input."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # mltool's own cap below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             if img.width * img.height > MAX_PIXELS:
                 raise DataError(f"image {path} is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} MP), "
                                 f"more than mltool decodes ({MAX_PIXELS / 1e6:.0f} MP)", "downscale it first")
@@ -44,7 +49,9 @@ def decode_image(path: str | Path, draft: tuple[int, int] | None = None) -> np.n
         raise DataError(f"image {path} is a directory", "pass an image file, or the directory as the source") from None
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError,
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path} is too large to decode ({exc})", "downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError,
             EOFError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise DataError(
             f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:200]})",
@@ -98,6 +105,10 @@ def class_folders(root: Path, what: str) -> list[Path]:
             f"{root} has {len(classes)} class folder(s); a classifier needs at least 2",
             f"lay it out as {root}/<class_name>/<file> with one subfolder per class",
         )
+    for c in classes:
+        if any(ord(ch) < 32 or ch == "\x7f" for ch in c.name) or c.name != c.name.strip():
+            raise DataError(f"class folder {c.name!r} in {root} has a line break, control character or edge space in its name",
+                            "rename the folder: class names are written one per line in labels.txt")
     return classes
 
 

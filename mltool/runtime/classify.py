@@ -41,15 +41,19 @@ def top_k(probs: np.ndarray, labels: Labels, k: int) -> list[Classification]:
     return [Classification(labels.name(int(i)), round(float(probs[i]), 6), int(i)) for i in idx]
 
 
-def alert_index(labels: Labels, alert_class: str | None) -> int:
-    """Which class an --alert-threshold watches: --alert-class, else the first class that is not
-    a "no..."/"normal" class (fire in fire/no_fire, arrhythmia in arrhythmia/normal)."""
+def alert_index(labels: Labels, alert_class: str | None, classes: int | None = None) -> int:
+    """Which class an --alert-threshold watches: --alert-class (a label, or an index below
+    ``classes``), else the first class that is not a "no..."/"normal" class (fire in
+    fire/no_fire, arrhythmia in arrhythmia/normal)."""
     if alert_class is not None:
         found = labels.index(alert_class)
         if found is not None:
             return found
-        if alert_class.isdigit():
+        if alert_class.isdigit() and (classes is None or int(alert_class) < classes):
             return int(alert_class)
+        if alert_class.isdigit():
+            raise ConfigError(f"--alert-class {alert_class} is out of range: the model has {classes} classes",
+                              f"use 0..{(classes or 1) - 1} or a label name")
         raise ConfigError(f"--alert-class '{alert_class}' is not one of the model's labels",
                           f"choose from: {', '.join(labels.names) or 'class indexes'}")
     for i in labels.ids:

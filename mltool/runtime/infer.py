@@ -56,16 +56,42 @@ class InferConfig:
 
 class _Saver:
     """Annotated images (file sources) or one annotated video (video/live sources), plus
-    predictions.jsonl for every result."""
+    predictions.jsonl for every result. Never writes over an input, and never twice to one name:
+    a directory's structure is mirrored under ``out`` (``a/img.png`` and ``b/img.png`` stay apart)
+    and a name that is taken gets a numbered suffix."""
 
-    def __init__(self, out: Path, source_kind: str, label: str, fps: float | None) -> None:
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        self.video = source_kind in ("video", "camera", "stream", "picamera")
-        self.fps = fps or 10.0
+    def __init__(self, out: Path, source: Any) -> None:
+        from mltool._io import ensure_writable_dir
+
+        self.out = ensure_writable_dir(Path(out), "--save")
+        self.video = source.kind in ("video", "camera", "stream", "picamera")
+        self.fps = source.fps or 10.0
         self.writer: Any = None
-        self.video_path = out / (re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(label).stem or "stream").strip("_") + "_annotated.mp4")
-        self.jsonl = (out / "predictions.jsonl").open("a")
+        paths = list(getattr(source, "paths", [])) + ([source.path] if hasattr(source, "path") else [])
+        self.inputs = {p.resolve() for p in paths}
+        self.root = _common_root(paths) if len(paths) > 1 else None
+        self.used: set[Path] = set()
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.label).stem or "stream").strip("_") or "stream"
+        self.video_path = self._free(self.out / f"{stem}_annotated.mp4") if self.video else None
+        self.jsonl = (self.out / "predictions.jsonl").open("a")
+
+    def _free(self, candidate: Path) -> Path:
+        stem, suffix, n = candidate.stem, candidate.suffix, 1
+        while candidate.resolve() in self.inputs or candidate in self.used:
+            n += 1
+            candidate = candidate.with_name(f"{stem}_{n}{suffix}")
+        self.used.add(candidate)
+        return candidate
+
+    def _image_path(self, name: str) -> Path:
+        src = Path(name)
+        rel = src.relative_to(self.root) if self.root is not None and src.is_relative_to(self.root) else Path(src.name)
+        target = self.out / rel.parent / (rel.stem + ".jpg")
+        if target.resolve() in self.inputs:
+            target = target.with_name(rel.stem + "_annotated.jpg")
+        target = self._free(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
 
     def add(self, result: Result) -> None:
         import cv2
@@ -80,12 +106,18 @@ class _Saver:
                 self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             self.writer.write(bgr)
         else:
-            cv2.imwrite(str(self.out / (Path(result.name).stem + ".jpg")), bgr)
+            cv2.imwrite(str(self._image_path(result.name)), bgr)
 
     def close(self) -> None:
         self.jsonl.close()
         if self.writer is not None:
             self.writer.release()
+
+
+def _common_root(paths: list[Path]) -> Path:
+    import os
+
+    return Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
 
 
 def run_infer(
@@ -110,7 +142,7 @@ def run_infer(
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
                               max_reconnects=cfg.max_reconnects)
     source = stream.source
-    saver = _Saver(Path(cfg.save), source.kind, source.label, source.fps) if cfg.save else None
+    saver = _Saver(Path(cfg.save), source) if cfg.save else None
     on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind})
 
     latencies: list[float] = []

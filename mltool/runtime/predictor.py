@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mltool.errors import ConfigError, DataError
+from mltool.errors import ConfigError, DataError, ModelError
 from mltool.runtime.classify import Classification, alert_index, is_scores, probabilities, top_k
 from mltool.runtime.detect import Detection, decode, detection_outputs
 from mltool.runtime.labels import Labels
@@ -116,7 +116,7 @@ class Result:
         from mltool.runtime.draw import annotate
 
         return annotate(self.image, self.summary_lines(), self.detections if self.task == "detection" else None,
-                        alert=bool(self.alert and self.alert.active))
+                        alert=bool(self.alert and self.alert.active), strip_lines=4 if self.task == "detection" else 2)
 
 
 def check_options(task: str = "auto", top_k: int = 3, alert_threshold: float | None = None) -> None:
@@ -192,7 +192,11 @@ class Predictor:
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.alert_threshold = alert_threshold
-        self.alert_index = alert_index(self.labels, alert_class) if alert_threshold is not None else None
+        n_classes = int(np.prod(first.shape))
+        self.alert_index = alert_index(self.labels, alert_class, n_classes) if alert_threshold is not None else None
+        if self.alert_index is not None and self.alert_index >= n_classes:
+            raise ConfigError(f"the alert watches class {self.alert_index}, but {self.model.path} has {n_classes} outputs",
+                              "pass --alert-class with one of the model's classes")
 
     def _fix_window(self, window: int) -> None:
         """A signal model run on windows of ``window`` samples (dynamic-length models are resized to it)."""
@@ -344,10 +348,17 @@ class Stream:
                 continue
             try:
                 result = self.predictor.predict_frame(item, source=self.source.label)
-            except DataError as exc:  # this frame only (a bad picture, NaN scores): report it and go on
+            except ModelError:
+                raise  # the model itself cannot run: every frame would fail
+            except Exception as exc:  # this frame only (a bad picture, NaN scores): report it and go on
+                from mltool._silence import debug
+
+                if debug():
+                    raise
                 self.source.stats.errors += 1
                 if self.events:
-                    yield SourceEvent("error", exc.one_line(), item.name)
+                    text = exc.one_line() if isinstance(exc, DataError) else f"{item.name}: {type(exc).__name__}: {str(exc)[:200]}"
+                    yield SourceEvent("error", text, item.name)
                 continue
             yield result
 

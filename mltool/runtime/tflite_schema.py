@@ -311,9 +311,24 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
         ) from None
 
 
+MAX_MODEL_BYTES = 2 << 30  # a .tflite flatbuffer cannot be larger
+
+
 def read_model_file(path: str | Path) -> tuple[bytes, ModelInfo]:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file", "pass the .tflite file inside it")
+    if not path.exists():
         raise ModelError(f"model file {path} does not exist", "check the path")
-    data = path.read_bytes()
+    if not path.is_file():
+        raise ModelError(f"{path} is not a regular file (a device or a pipe)", "pass a .tflite file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(f"{path} is {size / 2**30:.1f} GiB, larger than any TFLite flatbuffer", "pass a .tflite file")
+        data = path.read_bytes()
+    except PermissionError:
+        raise ModelError(f"cannot read model file {path} (permission denied)", "check its permissions") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path} ({exc.strerror or exc})", "check the file") from None
     return data, parse_model(data, str(path))

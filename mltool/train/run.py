@@ -89,6 +89,11 @@ class TrainConfig:
             raise ConfigError(f"--image-size {cfg.image_size} is out of range", "use 8 to 1024 pixels")
         if cfg.out is not None:
             rundir.check_out_dir(Path(cfg.out))
+        from mltool._io import ensure_writable_dir
+
+        # before minutes of loading and training: a read-only folder is one line now
+        ensure_writable_dir(Path(cfg.out).parent if cfg.out is not None else Path(cfg.project),
+                            "--out" if cfg.out is not None else "--project")
         return cfg
 
 
@@ -233,6 +238,10 @@ def _fit_and_write(
     report = classification_report(splits.y_test, probs.argmax(axis=1), ds.class_names)
     test_loss = float(keras.losses.sparse_categorical_crossentropy(splits.y_test, probs).numpy().mean())
     report["loss"] = round(test_loss, 6)
+    missing = [name for name, pc in report["per_class"].items() if pc["support"] == 0]
+    if missing:
+        log(f"warning: no test samples of {', '.join(missing)}: the test accuracy says nothing about "
+            f"{'them' if len(missing) > 1 else 'it'} (use more data or a larger --test-split)")
 
     model.save(tmp / "model.keras")
     (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n")
@@ -254,6 +263,7 @@ def _fit_and_write(
         "macro_f1": report["macro_f1"], "test_samples": report["samples"],
         "val_accuracy": round(float(hist["val_accuracy"][best_epoch - 1]), 6) if "val_accuracy" in hist else None,
         "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in report["per_class"].items()},
+        "classes_missing_from_test": missing,
     }
     info = RunInfo(
         task=cfg.task,

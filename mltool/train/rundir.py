@@ -42,9 +42,13 @@ def clean_stale_partials(parent: Path) -> None:
 
 
 def start(parent: Path, task: str) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
+    from mltool._io import ensure_writable_dir, umask_mode
+
+    ensure_writable_dir(parent, "--project")
     clean_stale_partials(parent)
-    return Path(tempfile.mkdtemp(prefix=f".partial-{task}-{os.getpid()}-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{task}-{os.getpid()}-", dir=parent))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
 
 
 def check_out_dir(out: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,9 +43,78 @@ class CvReader:
         self.cap.release()
 
 
+MAX_LINE = 8 << 10  # bytes in one multipart header line
+MAX_HEADERS = 64  # header lines in one part
+MAX_PART = 16 << 20  # bytes in one JPEG part (or snapshot)
+
+
+class StreamViolation(Exception):
+    """The peer broke the stream's rules (a size cap or the frame deadline): the stream is lost."""
+
+
+class _Buffered:
+    """Bounded reads from an HTTP response: every wait is capped by the socket timeout, every
+    frame by a deadline, every line and part by a size. ``read1`` returns what one recv gave, so
+    a peer trickling bytes cannot hold a read open past the deadline."""
+
+    def __init__(self, resp: Any) -> None:
+        self.resp = resp
+        self.buf = bytearray()
+
+    def _fill(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise StreamViolation("no complete frame before the deadline (the peer is too slow or sends garbage)")
+        chunk = self.resp.read1(1 << 16)
+        if not chunk:
+            raise EOFError("end of stream")
+        self.buf += chunk
+
+    def readline(self, deadline: float) -> bytes:
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self.buf[: i + 1])
+                del self.buf[: i + 1]
+                return line
+            if len(self.buf) > MAX_LINE:
+                raise StreamViolation(f"a header line longer than {MAX_LINE} bytes")
+            self._fill(deadline)
+
+    def read_exact(self, n: int, deadline: float) -> bytes:
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_until(self, marker: bytes, deadline: float) -> bytes:
+        start = 0
+        while True:
+            i = self.buf.find(marker, start)
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[: i + len(marker)]
+                return out
+            if len(self.buf) > MAX_PART:
+                raise StreamViolation(f"an image part longer than {MAX_PART >> 20} MiB without a boundary")
+            start = max(0, len(self.buf) - len(marker))
+            self._fill(deadline)
+
+    def read_all(self, deadline: float) -> bytes:
+        try:
+            while True:
+                if len(self.buf) > MAX_PART:
+                    raise StreamViolation(f"a snapshot larger than {MAX_PART >> 20} MiB")
+                self._fill(deadline)
+        except EOFError:
+            return bytes(self.buf)
+
+
 class _MjpegReader:
     """multipart/x-mixed-replace JPEG over HTTP (what most IP and ESP32 cameras serve), or a
-    single-JPEG snapshot URL polled once per read. Socket timeouts make reads fail, not hang."""
+    single-JPEG snapshot URL polled once per read. Every read is bounded: the socket timeout for
+    each wait, ``timeout_s`` for a whole frame, and size caps for lines and parts; a peer that
+    breaks them raises :class:`StreamViolation` and the capture thread reconnects."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         import urllib.request
@@ -63,32 +132,46 @@ class _MjpegReader:
             self.boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"').encode()
             if self.boundary.startswith(b"--"):
                 self.boundary = self.boundary[2:]
+        self.stream = _Buffered(self.resp)
 
     def _decode(self, data: bytes) -> np.ndarray | None:
-        import cv2
+        import io
 
+        import cv2
+        from PIL import Image
+
+        try:  # the header says how big the picture is: refuse a decompression bomb before decoding it
+            with Image.open(io.BytesIO(data)) as probe:
+                w, h = probe.size
+        except Exception:
+            return None
+        from mltool.data.images import MAX_PIXELS
+
+        if w * h > MAX_PIXELS:
+            raise StreamViolation(f"a {w}x{h} frame, more than mltool decodes")
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         import urllib.request
 
+        deadline = time.monotonic() + self.timeout
         if self.snapshot:
             if self.resp is None:
                 self.resp = urllib.request.urlopen(self.url, timeout=self.timeout)  # noqa: S310
-            data = self.resp.read()
+                self.stream = _Buffered(self.resp)
+            data = self.stream.read_all(deadline)
             self.resp.close()
             self.resp = None
             img = self._decode(data)
             return (img is not None), img
-        fp = self.resp
-        # Skip to the next part's headers.
         headers: dict[str, str] = {}
-        while True:
-            line = fp.readline()
-            if not line:
-                return False, None
-            line = line.strip()
+        lines = 0
+        while True:  # skip to the next part's headers
+            line = self.stream.readline(deadline).strip()
+            lines += 1
+            if lines > MAX_HEADERS:
+                raise StreamViolation(f"more than {MAX_HEADERS} header lines in one part")
             if not line:
                 if headers:
                     break
@@ -97,23 +180,18 @@ class _MjpegReader:
                 continue
             if b":" in line:
                 k, v = line.split(b":", 1)
-                headers[k.decode().strip().lower()] = v.decode().strip()
+                headers[k.decode(errors="replace").strip().lower()] = v.decode(errors="replace").strip()
         length = headers.get("content-length")
         if length is not None:
-            data = fp.read(int(length))
-            if len(data) < int(length):
-                return False, None
+            try:
+                n = int(length)
+            except ValueError:
+                raise StreamViolation(f"Content-Length {length[:20]!r} is not a number") from None
+            if not 0 < n <= MAX_PART:
+                raise StreamViolation(f"Content-Length {n} is outside 1..{MAX_PART}")
+            data = self.stream.read_exact(n, deadline)
         else:  # no length: read until the next boundary
-            buf = bytearray()
-            marker = b"--" + (self.boundary or b"")
-            while True:
-                line = fp.readline()
-                if not line:
-                    return False, None
-                if line.startswith(marker):
-                    break
-                buf += line
-            data = bytes(buf).rstrip(b"\r\n")
+            data = self.stream.read_until(b"--" + (self.boundary or b""), deadline).rstrip(b"\r\n")
         img = self._decode(data)
         return (img is not None), img
 

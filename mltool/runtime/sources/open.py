@@ -65,7 +65,7 @@ def open_source(
             raise ConfigError(f"unknown stream scheme '{scheme}://' in {spec}", "use rtsp://, http:// or https://")
         return LiveSource(lambda: open_url(spec, timeout_s), spec, "stream", timeout_s=timeout_s, max_reconnects=max_reconnects)
     path = Path(spec).expanduser()
-    if any(ch in spec for ch in "*?["):
+    if any(ch in spec for ch in "*?[") and not path.exists():  # an existing path always wins over a pattern
         matches = sorted(Path(p) for p in globmod.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
         if not matches:
             raise DataError(f"no files match {spec}", "check the pattern (quote it so the shell does not expand it)")
