@@ -92,7 +92,19 @@ def _root(
 
 
 def _register() -> None:
-    from mltool.cli import bench, convert, datasets, deploy, doctor, evaluate, infer, inspect, train
+    from mltool.cli import (
+        bench,
+        convert,
+        datasets,
+        deploy,
+        doctor,
+        evaluate,
+        infer,
+        inspect,
+        serve,
+        train,
+        tunnel,
+    )
 
     app.command("train", help=train.__doc__)(train.train)
     app.command("evaluate", help=evaluate.__doc__)(evaluate.evaluate)
@@ -101,10 +113,12 @@ def _register() -> None:
     app.command("infer", help=infer.__doc__)(infer.infer)
     app.command("bench", help=bench.__doc__)(bench.bench)
     app.command("doctor", help=doctor.__doc__)(doctor.doctor)
+    app.command("serve", help=serve.__doc__)(serve.serve)
     app.command("deploy", help=deploy.deploy.__doc__)(deploy.deploy)
     app.command("releases", help=deploy.releases.__doc__)(deploy.releases)
     app.command("rollback", help=deploy.rollback.__doc__)(deploy.rollback)
     app.command("logs", help=deploy.logs.__doc__)(deploy.logs)
+    app.command("tunnel", help=tunnel.tunnel.__doc__)(tunnel.tunnel)
     app.add_typer(datasets.app, name="datasets")
 
 
