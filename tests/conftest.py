@@ -167,6 +167,52 @@ def fire_video(synth_fire_dir, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory) -> Path:
+    """A small model with the standard SSD-style outputs (boxes, classes, scores, count)."""
+    from mltool._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)  # mean colour drives the fake detections
+
+    class Heads(keras.layers.Layer):
+        def call(self, p):
+            b = tf.shape(p)[0]
+            boxes = tf.tile(tf.constant([[[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9], [0, 0, 0.2, 0.2]]]), [b, 1, 1])
+            scores = tf.stack([p[:, 0], p[:, 1], p[:, 2] * 0.1], axis=1)
+            classes = tf.tile(tf.constant([[0.0, 1.0, 2.0]]), [b, 1])
+            count = tf.fill([b], 3.0)
+            return boxes, classes, scores, count
+
+    model = keras.Model(inp, Heads()(pooled))
+    path = tmp_path_factory.mktemp("det") / "ssd_like.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.fixture(scope="session")
+def unrunnable_model(converted_digits, tmp_path_factory) -> Path:
+    """Parses as TFLite, but names an operator no runtime has: only the device can tell."""
+    from mltool._tf import import_tensorflow
+
+    import_tensorflow()
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    src = next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(src.read_bytes()), 0)
+    model.operatorCodes[0].builtinCode = 250
+    model.operatorCodes[0].deprecatedBuiltinCode = 127
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path_factory.mktemp("bad") / "unrunnable.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
 @pytest.fixture
 def mjpeg():
     from tests.mjpeg_server import MjpegServer

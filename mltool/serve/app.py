@@ -53,6 +53,8 @@ class App:
         m.gauge("mltool_queue_depth", "gauge", "Requests waiting for a worker.", lambda: [({}, engine.depth)])
         m.gauge("mltool_queue_capacity", "gauge", "Size of the request queue (--queue).", lambda: [({}, cfg.queue)])
         m.gauge("mltool_inferences_total", "counter", "Samples run through the model by HTTP workers.", lambda: [({}, engine.inferences)])
+        m.gauge("mltool_invokes_total", "counter", "Interpreter runs by HTTP workers (fewer than inferences when micro-batching).",
+                lambda: [({}, engine.invokes)])
         m.gauge("mltool_model_release_info", "gauge", "The release answering requests (1).",
                 lambda: [({"model": name, "release": engine.release.id if engine.release else ""}, 1)])
         m.gauge("mltool_model_loaded_timestamp_seconds", "gauge", "When the serving release was loaded.",

@@ -90,7 +90,8 @@ class Engine:
         self.batch_wait = batch_wait_ms / 1000
         self.check = check
         self.release: Release | None = None
-        self.inferences = 0
+        self.inferences = 0  # samples
+        self.invokes = 0  # interpreter runs (fewer than samples when micro-batching)
         self.running = 0
         self._threads: list[threading.Thread] = []
         self._count_lock = threading.Lock()
@@ -225,7 +226,7 @@ class Engine:
                     except Exception as exc:
                         _settle(j, exc, rel)
                     else:
-                        self._count(1)
+                        self._count(1, 1)
                         _settle(j, value, rel)
 
     def _run_frames(self, p: Predictor, rel: Release, jobs: list[Job]) -> None:
@@ -244,16 +245,17 @@ class Engine:
             for j in jobs:
                 self._run_frames(p, rel, [j])
             return
-        self._count(len(frames))
+        self._count(len(frames), 1 if len(frames) > 1 and rel.batchable else len(frames))
         i = 0
         for j in jobs:
             n = len(j.frames)  # type: ignore[arg-type]
             _settle(j, results[i : i + n], rel)
             i += n
 
-    def _count(self, n: int) -> None:
+    def _count(self, samples: int, invokes: int) -> None:
         with self._count_lock:
-            self.inferences += n
+            self.inferences += samples
+            self.invokes += invokes
 
 
 def _settle(job: Job, value: Any, rel: Release | None) -> None:

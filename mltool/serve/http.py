@@ -220,7 +220,7 @@ class HttpConnection(asyncio.Protocol):
         while not self.busy and not self.closed:
             if self.request is None:
                 end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
+                if end < 0 or end > MAX_HEADER_BYTES:
                     if len(self.buf) > MAX_HEADER_BYTES:
                         self._fail(431, f"request headers are larger than {MAX_HEADER_BYTES} bytes")
                     return
