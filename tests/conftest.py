@@ -229,6 +229,45 @@ def mjpeg():
         s.stop()
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Factory for real `mltool serve` processes on loopback (``--port 0``); all stopped at the end."""
+    from tests.serve_process import ServeProcess
+
+    procs = []
+
+    def start(*args, env=None) -> ServeProcess:
+        p = ServeProcess(list(args), log=tmp_path / f"serve-{len(procs)}.log", env=env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_int8(converted_digits) -> Path:
+    return next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
+
+
+@pytest.fixture(scope="session")
+def slow_jpeg() -> bytes:
+    """A 4000x3000 JPEG: small to send, about 0.3 s to decode, so a request keeps a worker busy."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x = np.linspace(0, 255, 4000, dtype=np.float32)[None, :, None] * np.ones((3000, 1, 3), np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(x.astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 # --------------------------------------------------------------------------- deploy: real sshd
 
 

@@ -107,9 +107,9 @@ class App:
             resp = Response.json({"error": exc.message}, exc.status, exc.headers)
         finally:
             m.inflight -= 1
-        rel = self.engine.release
-        if rel is not None:
-            resp.headers.append(("X-Model-Release", rel.id))
+        rid = req.release or (self.engine.release.id if self.engine.release is not None else None)
+        if rid is not None:
+            resp.headers.append(("X-Model-Release", rid))
         if self.cfg.cors_origins:
             self._cors(req, resp.headers)
         m.observe(route, resp.status, time.perf_counter() - req.received)
@@ -158,7 +158,7 @@ class App:
         return Response(204, b"", "", headers)
 
     # ------------------------------------------------------------------ the inference path
-    async def infer(self, job: Job) -> tuple[Any, str]:
+    async def infer(self, job: Job, req: Request | None = None) -> tuple[Any, str]:
         """Run ``job`` on a worker: (its value, the release that answered). A full queue is 503,
         an answer later than --timeout is 504, a bad input is 400."""
         if self.draining:
@@ -171,7 +171,10 @@ class App:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.cfg.timeout_s, _expire, fut)
         try:
-            return await fut
+            value, rid = await fut
+            if req is not None:
+                req.release = rid
+            return value, rid
         except asyncio.TimeoutError:
             job.cancelled = True
             raise HttpError(504, f"no answer within {self.cfg.timeout_s:g} s (--timeout)") from None

@@ -39,7 +39,7 @@ class HttpError(Exception):
 
 
 class Request:
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "received")
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "received", "release")
 
     def __init__(self, method: str, target: str, version: str, headers: dict[str, str]) -> None:
         self.method = method
@@ -52,6 +52,7 @@ class Request:
         conn = headers.get("connection", "").lower()
         self.keep_alive = "close" not in conn if version == "HTTP/1.1" else "keep-alive" in conn
         self.received = time.perf_counter()
+        self.release: str | None = None  # the model release that answered, once one did
 
     def json(self) -> Any:
         if not self.body:

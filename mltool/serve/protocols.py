@@ -111,7 +111,7 @@ class Protocols:
                 elements = [inputs.b64decode(e, f"{where}.data[{i}]") for i, e in enumerate(_flat(data))]
             if len(elements) != int(np.prod(shape)) or not elements:
                 raise HttpError(400, f"{where}.shape {shape} needs {int(np.prod(shape))} images; got {len(elements)}")
-            results, rid = await app.infer(image_job(app, elements, [f"{where}[{i}]" for i in range(len(elements))]))
+            results, rid = await app.infer(image_job(app, elements, [f"{where}[{i}]" for i in range(len(elements))]), req)
             outputs = _decoded_outputs([(r.classifications, r.detections) for r in results], results[0].task == "detection")
             timings = results[0].timings.as_dict()
         else:
@@ -119,7 +119,7 @@ class Protocols:
                 x = inputs.raw_tensor(raw, inp.get("shape"), datatype, where)
             else:
                 x = inputs.tensor(inp.get("data"), inp.get("shape"), datatype, where)
-            (outs, decoded), rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, datatype, where)))
+            (outs, decoded), rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, datatype, where)), req)
             first = app.engine.release.first if app.engine.release else None
             specs = first.model.outputs if first else []
             outputs = [{"name": s.name if s else f"output_{k}", "datatype": "FP32", "shape": list(o.shape),
@@ -156,7 +156,7 @@ class Protocols:
             raise HttpError(400, "payload.inputs.data is missing: send {\"payload\": {\"inputs\": {\"data\": <base64 image>}}}")
         image = inputs.b64decode(data, "payload.inputs.data")
         session = body.get("session") or str(uuid.uuid4())
-        results, rid = await self.app.infer(image_job(self.app, [image], ["payload.inputs.data"]))
+        results, rid = await self.app.infer(image_job(self.app, [image], ["payload.inputs.data"]), req)
         top = results[0].top
         return Response.json({"session": session, "result": {"outputs": top.label if top else None,
                                                              "score": top.score if top else None}, "release": rid})
@@ -174,7 +174,7 @@ class Protocols:
         images = [_b64_instance(x) for x in instances]
         if all(i is not None for i in images):
             blobs = [inputs.b64decode(b, f"instances[{i}]") for i, b in enumerate(images)]
-            results, _rid = await app.infer(image_job(app, blobs, [f"instances[{i}]" for i in range(len(blobs))]))
+            results, _rid = await app.infer(image_job(app, blobs, [f"instances[{i}]" for i in range(len(blobs))]), req)
             return Response.json({"predictions": [_tfs_decoded(r.classifications, r.detections, r.task) for r in results]})
         if any(i is not None for i in images):
             raise HttpError(400, "instances mix images ({\"b64\": ...}) and tensors; send one kind per request")
@@ -182,7 +182,7 @@ class Protocols:
             x = np.asarray(instances, dtype=np.float32)
         except (ValueError, TypeError):
             raise HttpError(400, "instances must be evenly nested lists of numbers, or {\"b64\": <image>} objects") from None
-        (outs, decoded), _rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, "FP32", "instances")))
+        (outs, decoded), _rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, "FP32", "instances")), req)
         preds: list[Any]
         if len(outs) == 1:
             preds = np.round(outs[0].astype(np.float64), 6).tolist()
@@ -206,7 +206,7 @@ class Protocols:
         else:
             raise HttpError(400, f"Content-Type '{ctype or 'none'}' is not an upload: send multipart/form-data with a "
                                  "'file' field, or an image/jpeg or image/png body")
-        results, rid = await self.app.infer(image_job(self.app, [data], ["file"]))
+        results, rid = await self.app.infer(image_job(self.app, [data], ["file"]), req)
         return Response.json(upload_record(results[0], self.app.name, rid))
 
 

@@ -12,29 +12,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 import requests
-
-from tests.serve_process import ServeProcess
-
-
-@pytest.fixture
-def serve(tmp_path):
-    procs = []
-
-    def start(*args, env=None) -> ServeProcess:
-        p = ServeProcess(list(args), log=tmp_path / f"serve-{len(procs)}.log", env=env)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop()
-
-
-@pytest.fixture(scope="session")
-def digits_int8(converted_digits) -> Path:
-    return next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
 
 
 def _images(synth_fire_dir: Path) -> list[Path]:
@@ -294,25 +272,13 @@ def test_api_key_cors_and_exposure_warning(serve, digits_int8, tmp_path):
     assert "warning" not in s.stderr
 
 
-def _big_png(tmp_path: Path) -> bytes:
-    """A 3000x2000 noisy PNG: slow enough to decode (~0.2 s) to keep a worker busy."""
-    import io
-
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def test_full_queue_answers_503_with_retry_after(serve, digits_int8, tmp_path):
-    data = _big_png(tmp_path)
+def test_full_queue_answers_503_with_retry_after(serve, digits_int8, slow_jpeg):
+    data = slow_jpeg
     s = serve(digits_int8, "--workers", "1", "--queue", "1", "--max-body", "40MB")
     results = []
 
     def post():
-        r = requests.post(f"{s.url}/api/image", data=data, headers={"Content-Type": "image/png"})
+        r = requests.post(f"{s.url}/api/image", data=data, headers={"Content-Type": "image/jpeg"})
         results.append((r.status_code, r.headers.get("Retry-After"), r.json()))
 
     threads = [threading.Thread(target=post) for _ in range(6)]
