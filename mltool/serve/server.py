@@ -164,8 +164,14 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
             for sig, fn in ((signal.SIGTERM, stopping.set), (signal.SIGINT, stopping.set), (signal.SIGHUP, reloader.trigger)):
                 loop.add_signal_handler(sig, fn)
                 signals.append(sig)
-        watcher = threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set)), daemon=True)
-        watcher.start()
+        def watch() -> None:
+            stop.wait()
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:
+                pass  # the loop already ended
+
+        threading.Thread(target=watch, name="serve-stop", daemon=True).start()
         engine.start()
         reloader.start()
         if live is not None:
