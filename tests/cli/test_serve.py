@@ -337,3 +337,23 @@ def test_bad_options_are_usage_errors(cli, digits_int8, tmp_path):
     assert r.exit_code == 2 and "cannot read --api-key-file" in r.stderr
     r = cli(["serve", digits_int8], env={"MLTOOL_API_KEY": "short"})
     assert r.exit_code == 2 and "shorter than 8" in r.stderr and "short" not in r.stderr.replace("shorter", "")
+
+
+def test_dockerfile_healthcheck_and_entrypoint_against_a_real_server(serve, digits_int8):
+    """Docker cannot build here (no daemon): check what the image runs, against a real server."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    text = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim-bookworm" in text and "\nUSER mltool\n" in text and 'VOLUME ["/models"]' in text
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
+    assert entry[:2] == ["mltool", "serve"] and entry[entry.index("--host") + 1] == "0.0.0.0"
+    check = json.loads(re.search(r"^  CMD (\[.*\])$", text, re.M).group(1))
+    s = serve(digits_int8, "--api-key", "k" * 16)  # health needs no key
+    cmd = [sys.executable if c == "python" else c.replace(":8000/", f":{s.port}/") for c in check]
+    assert subprocess.run(cmd, timeout=30).returncode == 0
+    s.stop()
+    assert subprocess.run(cmd, capture_output=True, timeout=30).returncode != 0
