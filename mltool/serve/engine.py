@@ -65,9 +65,9 @@ class Job:
     __slots__ = ("fn", "frames", "decode", "future", "loop", "queued_at", "cancelled")
 
     def __init__(self, *, fn: Callable[[Predictor, Release], Any] | None = None,
-                 decode: Callable[[], list[Frame]] | None = None) -> None:
+                 decode: Callable[[Predictor], list[Frame]] | None = None) -> None:
         self.fn = fn
-        self.decode = decode  # runs on the worker (decoding releases the GIL): -> frames
+        self.decode = decode  # runs on the worker (decoding releases the GIL): predictor -> frames
         self.frames: list[Frame] | None = None
         self.future: asyncio.Future[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -203,10 +203,12 @@ class Engine:
 
     def _run(self, slot: int, jobs: list[Job]) -> None:
         live = [j for j in jobs if not j.cancelled]
-        for j in live:  # decode outside the lock: the interpreter is not needed for it
+        current = self.release
+        assert current is not None
+        for j in live:  # decode outside the lock: only the input size is needed for it
             if j.decode is not None:
                 try:
-                    j.frames = j.decode()
+                    j.frames = j.decode(current.predictors[slot])
                 except Exception as exc:
                     _settle(j, exc, None)
         live = [j for j in live if j.decode is None or j.frames is not None]
@@ -284,7 +286,7 @@ def probe(p: Predictor) -> bool:
         h, w, _c = p.input.shape
         frame = Frame(0, "probe", time.time(), image=np.zeros((h, w, 3), np.uint8))
     else:
-        frame = Frame(0, "probe", time.time(), signal=np.zeros(p.input.window or 1, np.float32))
+        frame = Frame(0, "probe", time.time(), signal=np.zeros((p.input.window or 1) * p.input.channels, np.float32))
     try:
         outputs = p.model.run_prepared(p.prepare(frame))
     except (ValueError, RuntimeError) as exc:

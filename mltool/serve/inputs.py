@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from mltool.errors import DataError
 from mltool.runtime.sources import Frame
 from mltool.serve.http import HttpError
 
-# Pillow's own bomb guard trips at 179 Mpx; a Pi runs out of memory well before that.
-MAX_PIXELS = 40_000_000
 DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT8": np.int8}
 
 
@@ -41,40 +40,26 @@ def b64decode(value: Any, where: str) -> bytes:
         raise HttpError(400, f"{where} is not valid base64") from None
 
 
-def decode_image(data: bytes, where: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """An encoded image (JPEG, PNG, BMP, GIF, WebP...) as RGB uint8 H x W x 3, decoded the way
-    `mltool infer` reads image files (Pillow, converted to RGB), so answers match it."""
-    import io
+def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] | None = None) -> list[Frame]:
+    """Decode each image into a Frame the way `mltool infer` reads image files (same decoder,
+    same reduced JPEG decoding for a small model input), so answers match it; the decode
+    time is the frame's read time."""
+    from mltool.data.images import decode_image
 
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise HttpError(400, f"{where} is empty; send an encoded image (JPEG, PNG...)")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise HttpError(400, f"{where} is {w}x{h} pixels; the limit is {max_pixels // 1_000_000} Mpx")
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except HttpError:
-        raise
-    except UnidentifiedImageError:
-        raise HttpError(400, f"{where} is not an image in a format Pillow reads (JPEG, PNG, BMP, GIF, WebP...)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise HttpError(400, f"{where} is not a readable image ({type(exc).__name__}: {str(exc)[:120]})") from None
-    return arr
-
-
-def image_frames(images: list[bytes], names: list[str], max_pixels: int = MAX_PIXELS) -> list[Frame]:
-    """Decode each image into a Frame (decode time as the frame's read time)."""
     frames = []
     for i, (data, name) in enumerate(zip(images, names)):
+        if not data:
+            raise HttpError(400, f"{name} is empty; send an encoded image (JPEG, PNG...)")
         t0 = time.perf_counter()
-        img = decode_image(data, name, max_pixels)
+        try:
+            img = decode_image(data, draft, name)
+        except DataError as exc:
+            raise HttpError(400, _BYTESIO.sub("", exc.message)) from None
         frames.append(Frame(i, name, time.time(), image=img, read_ms=(time.perf_counter() - t0) * 1000))
     return frames
 
 
+_BYTESIO = re.compile(r":? ?<_io\.BytesIO object at 0x[0-9a-f]+>")
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.I)
 _NAME = re.compile(rb'name="([^"]*)"', re.I)
 

@@ -49,7 +49,7 @@ def register(app: App) -> None:
 
 
 def image_job(app: App, images: list[bytes], names: list[str]) -> Job:
-    return Job(decode=lambda: inputs.image_frames(images, names))
+    return Job(decode=lambda p: inputs.image_frames(images, names, p._draft()))
 
 
 def run_tensor(p: Predictor, rel: Release, x: np.ndarray, datatype: str, where: str) -> tuple[list[np.ndarray], list[Any]]:

@@ -196,7 +196,7 @@ def test_broken_requests_get_a_reason_and_never_wedge_the_server(serve, digits_i
     assert "outside INT8" in err(http.post(url, json={"inputs": [{"name": "x", "shape": [1, 8, 8, 1], "datatype": "INT8", "data": [300] * 64}]}), 400)
     assert "only numbers" in err(http.post(url, json={"inputs": [{"name": "x", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [[1, 2], [3]]}]}), 400)
     assert "is not valid base64" in err(http.post(url, json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}), 400)
-    assert "not an image in a format" in err(http.post(f"{s.url}/api/image", data=b"GIF89a-not-really", headers={"Content-Type": "image/gif"}), 400)
+    assert "cannot read image file (UnidentifiedImageError: cannot identify image file)" in err(http.post(f"{s.url}/api/image", data=b"GIF89a-not-really", headers={"Content-Type": "image/gif"}), 400)
     assert "no field 'file' (fields: photo)" in err(http.post(f"{s.url}/api/image", files={"photo": ("a.png", b"x")}), 400)
     assert "is not an upload" in err(http.post(f"{s.url}/api/image", data=b"x", headers={"Content-Type": "text/plain"}), 400)
     assert "payload.inputs.data is missing" in err(http.post(f"{s.url}/predict", json={"session": 1}), 400)
