@@ -345,10 +345,7 @@ class HttpConnection(asyncio.Protocol):
             if not self.closed:
                 self.transport.close()  # type: ignore[union-attr]
             return
-        head = _head(resp.status, resp.headers, resp.content_type, len(resp.body), keep)
-        self.transport.write(head + resp.body if len(resp.body) < 65536 else head)  # type: ignore[union-attr]
-        if len(resp.body) >= 65536:
-            self.transport.write(resp.body)  # type: ignore[union-attr]
+        self.transport.write(_head(resp.status, resp.headers, resp.content_type, len(resp.body), keep) + resp.body)  # type: ignore[union-attr]
         if not keep:
             self.transport.close()  # type: ignore[union-attr]
             return
@@ -396,12 +393,8 @@ class HttpServer:
             if not conn.busy and conn.transport is not None:
                 conn.transport.close()
         pending = [t for t in self.inflight if not t.done()]
-        left = 0
-        if pending:
-            done, still = await asyncio.wait(pending, timeout=timeout_s)
-            left = len(still)
+        left = len((await asyncio.wait(pending, timeout=timeout_s))[1]) if pending else 0
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
-        await asyncio.sleep(0)
         return left
