@@ -167,6 +167,52 @@ def fire_video(synth_fire_dir, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory) -> Path:
+    """A small model with the standard SSD-style outputs (boxes, classes, scores, count)."""
+    from mltool._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)  # mean colour drives the fake detections
+
+    class Heads(keras.layers.Layer):
+        def call(self, p):
+            b = tf.shape(p)[0]
+            boxes = tf.tile(tf.constant([[[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9], [0, 0, 0.2, 0.2]]]), [b, 1, 1])
+            scores = tf.stack([p[:, 0], p[:, 1], p[:, 2] * 0.1], axis=1)
+            classes = tf.tile(tf.constant([[0.0, 1.0, 2.0]]), [b, 1])
+            count = tf.fill([b], 3.0)
+            return boxes, classes, scores, count
+
+    model = keras.Model(inp, Heads()(pooled))
+    path = tmp_path_factory.mktemp("det") / "ssd_like.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.fixture(scope="session")
+def unrunnable_model(converted_digits, tmp_path_factory) -> Path:
+    """Parses as TFLite, but names an operator no runtime has: only the device can tell."""
+    from mltool._tf import import_tensorflow
+
+    import_tensorflow()
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    src = next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(src.read_bytes()), 0)
+    model.operatorCodes[0].builtinCode = 250
+    model.operatorCodes[0].deprecatedBuiltinCode = 127
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path_factory.mktemp("bad") / "unrunnable.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
 @pytest.fixture
 def mjpeg():
     from tests.mjpeg_server import MjpegServer
@@ -181,6 +227,45 @@ def mjpeg():
     yield make
     for s in servers:
         s.stop()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Factory for real `mltool serve` processes on loopback (``--port 0``); all stopped at the end."""
+    from tests.serve_process import ServeProcess
+
+    procs = []
+
+    def start(*args, env=None) -> ServeProcess:
+        p = ServeProcess(list(args), log=tmp_path / f"serve-{len(procs)}.log", env=env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_int8(converted_digits) -> Path:
+    return next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
+
+
+@pytest.fixture(scope="session")
+def slow_jpeg() -> bytes:
+    """A 4000x3000 JPEG: small to send, about 0.3 s to decode, so a request keeps a worker busy."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x = np.linspace(0, 255, 4000, dtype=np.float32)[None, :, None] * np.ones((3000, 1, 3), np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(x.astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- deploy: real sshd

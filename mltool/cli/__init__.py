@@ -52,10 +52,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "infer": ("infer", "infer", "module"),
     "bench": ("bench", "bench", "module"),
     "doctor": ("doctor", "doctor", "module"),
+    "serve": ("serve", "serve", "module"),
     "deploy": ("deploy", "deploy", "function"),
     "releases": ("deploy", "releases", "function"),
     "rollback": ("deploy", "rollback", "function"),
     "logs": ("deploy", "logs", "function"),
+    "tunnel": ("tunnel", "tunnel", "function"),
     "datasets": ("datasets", "app", "typer"),
 }
 

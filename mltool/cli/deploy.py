@@ -92,7 +92,8 @@ def _render(console: Any, fleet: Any) -> None:
             for w in r.setup["warnings"]:
                 console.print(f"[yellow]{r.host}: {w}[/yellow]")
         if r.service:
-            console.print(f"{r.host}: service {r.service['unit']} {r.service['active']}: {r.service['exec']}")
+            console.print(f"{r.host}: service {r.service['unit']} {r.service['active']} ({r.service.get('action', 'restart')}ed): "
+                          f"{r.service['exec']}")
         if r.bench:
             row = r.bench["rows"][0]
             console.print(f"{r.host}: on-device bench ({row['runtime']}): median {row['median_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms, "

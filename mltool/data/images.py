@@ -19,20 +19,23 @@ def image_extensions() -> set[str]:
 MAX_PIXELS = 64_000_000  # one image may cost at most this many pixels (a 48 MP phone photo fits)
 
 
-def decode_image(path: str | Path, draft: tuple[int, int] | None = None) -> np.ndarray:
-    """One image file as uint8 H x W x 3 RGB, as a viewer shows it: EXIF orientation applied,
+def decode_image(path: str | Path | bytes, draft: tuple[int, int] | None = None, name: str | None = None) -> np.ndarray:
+    """One image file (or its bytes, e.g. an HTTP upload, named ``name`` in errors) as uint8
+    H x W x 3 RGB, as a viewer shows it: EXIF orientation applied,
     16-bit and floating-point images scaled to 0..255 (not clipped), transparency dropped.
     ``draft`` (W, H): a JPEG much larger than that is decoded at a reduced scale (1/2 .. 1/8, never
     below ``draft``), which saves most of the memory and time for a small model input."""
+    import io
     import warnings
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    src = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
+    path = name or ("upload" if isinstance(path, bytes) else Path(path))  # type: ignore[assignment]
     try:
         with warnings.catch_warnings():  # mltool's own cap below says it in one line
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(src)
         with img:
             if img.width * img.height > MAX_PIXELS:
                 raise DataError(f"image {path} is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} MP), "

@@ -1,5 +1,9 @@
 """``--service "infer --camera ..."``: a systemd unit that runs an mltool command on the device
-against the current release, restarted on failure and at boot."""
+against the current release, restarted on failure and at boot.
+
+``--service "serve ..."`` is different on purpose: the unit names the model's folder, which
+`mltool serve` follows (its ``current`` link), so a new deploy hot-reloads the running server
+(``systemctl reload`` sends SIGHUP) instead of restarting it and dropping requests."""
 
 from __future__ import annotations
 
@@ -32,18 +36,33 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
     if not argv:
         raise DeployError("--service needs an mltool command line", 'e.g. --service "infer --camera --alert-threshold 0.8"')
     here = layout.expanded(home)
-    # The command's first word is the subcommand; the current release's model goes right after it.
-    exec_argv = [here.mltool, argv[0], here.current_model(name), *argv[1:]]
+    serve = argv[0] == "serve"
+    # The command's first word is the subcommand; the model goes right after it: the current
+    # release's file, or for serve the model's folder, whose current release it follows.
+    exec_argv = [here.mltool, argv[0], here.model_dir(name) if serve else here.current_model(name), *argv[1:]]
+    # serve: SIGHUP reloads; stopping drains requests first; the API key can live in
+    # ROOT/serve.env (MLTOOL_API_KEY=...) rather than on a command line that `ps` shows.
+    reload = (f"ExecReload=/bin/kill -HUP $MAINPID\nTimeoutStopSec=45\nEnvironmentFile=-{here.root}/serve.env\n"
+              if serve else "")
     return (
         "[Unit]\n"
         f"Description=mltool {argv[0]} ({name})\n"
         "After=network-online.target\nWants=network-online.target\n\n"
         "[Service]\n"
         f"ExecStart={' '.join(shlex.quote(a) for a in exec_argv)}\n"
-        "Restart=on-failure\nRestartSec=5\n"
+        f"{reload}Restart=on-failure\nRestartSec=5\n"
         "Environment=PYTHONUNBUFFERED=1\n\n"
         "[Install]\nWantedBy=default.target\n"
     )
+
+
+def service_action(command: str, old_unit: str | None, new_unit: str, active: bool) -> str:
+    """``reload`` when a running serve unit is unchanged (it picks the new release up itself,
+    without dropping a request), else ``restart``."""
+    argv = shlex.split(command)
+    if argv and argv[0] == "serve" and active and old_unit == new_unit:
+        return "reload"
+    return "restart"
 
 
 def install_service(session: Session, layout: DeviceLayout, name: str, command: str) -> dict[str, Any]:
@@ -51,13 +70,20 @@ def install_service(session: Session, layout: DeviceLayout, name: str, command: 
     home = session.run('printf %s "$HOME"').out
     unit = render_unit(layout, name, command, home)
     path = f"{unit_dir}/{unit_name(name)}"
-    session.run(f"mkdir -p {qpath(unit_dir)} && cat > {qpath(path)} <<'MLTOOL_UNIT'\n{unit}MLTOOL_UNIT", what="write unit")
     sc = f"systemctl {user_flag}".strip()
-    session.run(f"{sc} daemon-reload && {sc} enable {unit_name(name)} && {sc} restart {unit_name(name)}", what="start service")
+    old = session.run(f"cat {qpath(path)}", check=False)
+    was_active = session.run(f"{sc} is-active {unit_name(name)}", check=False).out.strip() == "active"
+    action = service_action(command, old.out if old.rc == 0 else None, unit, was_active)
+    if action == "reload":
+        session.run(f"{sc} reload {unit_name(name)}", what="reload service")
+    else:
+        session.run(f"mkdir -p {qpath(unit_dir)} && cat > {qpath(path)} <<'MLTOOL_UNIT'\n{unit}MLTOOL_UNIT", what="write unit")
+        session.run(f"{sc} daemon-reload && {sc} enable {unit_name(name)} && {sc} restart {unit_name(name)}", what="start service")
     if user_flag:
         session.run("loginctl enable-linger \"$USER\"", check=False)  # start at boot without a login
     state = session.run(f"{sc} is-active {unit_name(name)}", check=False).out.strip()
-    return {"unit": unit_name(name), "path": path, "active": state, "exec": unit.split("ExecStart=", 1)[1].split("\n", 1)[0]}
+    return {"unit": unit_name(name), "path": path, "active": state, "action": action,
+            "exec": unit.split("ExecStart=", 1)[1].split("\n", 1)[0]}
 
 
 def service_logs(spec: str, name: str, lines: int = 100, ssh: SshOptions | None = None) -> str:

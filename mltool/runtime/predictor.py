@@ -272,12 +272,12 @@ class Predictor:
                             "use Predictor.stream(path) to run every window of a longer recording")
         return sig
 
-    def predict_frame(self, frame: Frame, source: str = "") -> Result:
-        t0 = time.perf_counter()
-        x = self.input.image(frame.image) if frame.image is not None else self.input.signal(frame.signal)  # type: ignore[arg-type]
-        t1 = time.perf_counter()
-        outputs = self.model.run_prepared(x)
-        t2 = time.perf_counter()
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """The frame as the model's input tensor, (1, ...) in the tensor's own dtype."""
+        return self.input.image(frame.image) if frame.image is not None else self.input.signal(frame.signal)  # type: ignore[arg-type]
+
+    def decode(self, outputs: list[np.ndarray]) -> tuple[list[Classification], list[Detection], Alert | None]:
+        """One sample's dequantized outputs as classifications or detections, and the alert."""
         classes: list[Classification] = []
         dets: list[Detection] = []
         alert = None
@@ -290,10 +290,27 @@ class Predictor:
                 score = float(probs[self.alert_index])
                 alert = Alert(self.labels.name(self.alert_index), score, self.alert_threshold,  # type: ignore[arg-type]
                               score >= self.alert_threshold)  # type: ignore[operator]
-        t3 = time.perf_counter()
-        timings = Timings(frame.read_ms, (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
-        return Result(self.task, classes, dets, alert, timings, source, frame.index, frame.name, frame.timestamp,
-                      image=frame.image)
+        return classes, dets, alert
+
+    def predict_frame(self, frame: Frame, source: str = "") -> Result:
+        return self.predict_batch([frame], source)[0]
+
+    def predict_batch(self, frames: list[Frame], source: str = "") -> list[Result]:
+        """One result per frame. Several frames go through one invoke, which needs a model whose
+        batch dimension can grow (``serve``'s micro-batching)."""
+        t0 = time.perf_counter()
+        xs = [self.prepare(f) for f in frames]
+        t1 = time.perf_counter()
+        outputs = self.model.run_prepared(xs[0] if len(xs) == 1 else np.concatenate(xs))
+        t2 = time.perf_counter()
+        results = []
+        for i, frame in enumerate(frames):
+            t = time.perf_counter()
+            classes, dets, alert = self.decode(outputs if len(frames) == 1 else [o[i : i + 1] for o in outputs])
+            timings = Timings(frame.read_ms, (t1 - t0) * 1000 / len(frames), (t2 - t1) * 1000, (time.perf_counter() - t) * 1000)
+            results.append(Result(self.task, classes, dets, alert, timings, source, frame.index, frame.name,
+                                  frame.timestamp, image=frame.image))
+        return results
 
     def stream(self, source: str | Source, *, every: int = 1, events: bool = False, hop: int | None = None,
                timeout_s: float = 5.0, max_reconnects: int | None = None) -> Stream:

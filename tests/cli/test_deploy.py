@@ -147,26 +147,6 @@ def test_upload_killed_half_way_leaves_current_intact(cli, sshd, deploy_args, tw
     assert _current(tmp_path, "big") == r.json()["hosts"][0]["release"]
 
 
-@pytest.fixture(scope="session")
-def unrunnable_model(converted_digits, tmp_path_factory) -> Path:
-    """Parses as TFLite, but names an operator no runtime has: only the device can tell."""
-    from mltool._tf import import_tensorflow
-
-    import_tensorflow()
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    src = next(Path(m["path"]) for m in converted_digits["modes"] if m["mode"] == "int8")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(src.read_bytes()), 0)
-    model.operatorCodes[0].builtinCode = 250
-    model.operatorCodes[0].deprecatedBuiltinCode = 127
-    b = flatbuffers.Builder(1024)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    path = tmp_path_factory.mktemp("bad") / "unrunnable.tflite"
-    path.write_bytes(bytes(b.Output()))
-    return path
-
-
 def test_model_failing_probe_never_becomes_current(cli, sshd, deploy_args, two_models, unrunnable_model, tmp_path):
     server = sshd()
     assert cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host"]).exit_code == 0

@@ -158,32 +158,6 @@ def test_model_without_metadata_uses_flags(cli, foreign_models, tmp_path):
     assert r2.exit_code == 0 and "feeding raw pixels" not in r2.stderr
 
 
-@pytest.fixture(scope="session")
-def detector(tmp_path_factory) -> Path:
-    """A small model with the standard SSD-style outputs (boxes, classes, scores, count)."""
-    from mltool._tf import import_tensorflow
-
-    tf = import_tensorflow()
-    import keras
-
-    inp = keras.Input((32, 32, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inp)  # mean colour drives the fake detections
-
-    class Heads(keras.layers.Layer):
-        def call(self, p):
-            b = tf.shape(p)[0]
-            boxes = tf.tile(tf.constant([[[0.1, 0.1, 0.5, 0.6], [0.5, 0.4, 0.9, 0.9], [0, 0, 0.2, 0.2]]]), [b, 1, 1])
-            scores = tf.stack([p[:, 0], p[:, 1], p[:, 2] * 0.1], axis=1)
-            classes = tf.tile(tf.constant([[0.0, 1.0, 2.0]]), [b, 1])
-            count = tf.fill([b], 3.0)
-            return boxes, classes, scores, count
-
-    model = keras.Model(inp, Heads()(pooled))
-    path = tmp_path_factory.mktemp("det") / "ssd_like.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return path
-
-
 def test_object_detection_outputs(cli, detector, tmp_path):
     img = tmp_path / "reddish.png"
     Image.new("RGB", (64, 64), (230, 180, 20)).save(img)

@@ -1,0 +1,95 @@
+"""Serve a model over HTTP on the device (Open Inference Protocol v2, TF Serving, uploads), with a live view."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="A .tflite, or a deployed model's name or folder (~/mltool/models/NAME): its current release is followed and hot-reloaded.", show_default=False)],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one).")] = 8000,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name in URLs (default: the deployed name, else the model's task, else the file name).")] = None,
+    root: Annotated[str, typer.Option("--root", help="mltool's folder on this device, where deployed models live.")] = "~/mltool",
+    workers: Annotated[int, typer.Option("--workers", help="Inference workers, each with its own interpreter.")] = 1,
+    queue: Annotated[int, typer.Option("--queue", help="Requests that may wait for a worker; beyond that: 503 with Retry-After.")] = 32,
+    batch: Annotated[int, typer.Option("--batch", help="Micro-batching: up to N image requests per invoke (models with a batch dimension).")] = 1,
+    batch_wait: Annotated[float, typer.Option("--batch-wait", help="Milliseconds a worker waits to fill a batch.")] = 2.0,
+    max_body: Annotated[str, typer.Option("--max-body", help="Largest request body (e.g. 10MB, 512KB); larger ones get 413.")] = "10MB",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds for an answer, queue wait included (504 after).")] = 30.0,
+    read_timeout: Annotated[float, typer.Option("--read-timeout", help="Seconds a client may take to send a request (408 after).")] = 10.0,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="MLTOOL_API_KEY", show_envvar=True, show_default=False,
+                                                   help="Require this key (X-API-Key or Authorization: Bearer). Prefer the environment variable or --api-key-file: a command-line value shows in ps.")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Allow browsers on this origin (repeatable, or *). Off by default.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Live view: run continuously on this source (camera, stream, video, picamera...) and serve /, /stream.mjpg, /snapshot.jpg, /events.")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Live view shorthand: --camera (index 0) or --camera N.")] = None,
+    every: Annotated[int, typer.Option("--every", help="Live view: process every Nth frame.")] = 1,
+    fps: Annotated[float, typer.Option("--fps", help="Live view: MJPEG frames per second per viewer, at most.")] = 10.0,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between checks of a deployed model's current release (0: only on SIGHUP).")] = 2.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads per interpreter.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
+    mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata).")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata).")] = None,
+    task: Annotated[str, typer.Option("--task", help="auto | classify | detect")] = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Minimum detection score.")] = 0.5,
+    alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Alert when the watched class reaches this probability.")] = None,
+    alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches.")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stderr.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Lifecycle events (ready, reload, stopped) as JSON lines on stdout.")] = False,
+) -> None:
+    """Serve MODEL over HTTP until SIGTERM (requests in flight are answered first); SIGHUP reloads."""
+    from mltool.cli._options import parse_floats
+    from mltool.cli._output import print_json_line, stderr_console
+    from mltool.errors import ConfigError
+    from mltool.serve.config import ServeConfig, read_api_key
+    from mltool.serve.server import serve as run_serve
+
+    if source is not None and camera is not None:
+        raise ConfigError("give --source or --camera, not both", "pass one live source")
+    predictor: dict[str, Any] = dict(threads=threads, labels=labels, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+                                     task=task, top_k=top_k, score_threshold=score_threshold, alert_threshold=alert_threshold,
+                                     alert_class=alert_class)
+    cfg = ServeConfig(model=model, host=host, port=port, name=name, root=root, workers=workers, queue=queue, batch=batch,
+                      batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
+                      api_key=read_api_key(api_key, api_key_file), cors_origins=list(cors_origin or []),
+                      source=source if source is not None else camera, every=every, fps=fps, poll_s=poll,
+                      access_log=access_log, predictor=predictor)
+    console = stderr_console()
+    if cfg.exposed and cfg.api_key is None:
+        console.print(f"[yellow]warning: listening on {host} without an API key: anyone who can reach this device can use "
+                      "the model. Set MLTOOL_API_KEY or --api-key-file, or keep the default 127.0.0.1 and use `mltool tunnel`.[/yellow]",
+                      soft_wrap=True)
+
+    def event(e: dict[str, Any]) -> None:
+        if json_out:
+            print_json_line(e)
+        kind = e.get("event")
+        if kind == "ready":
+            console.print(f"serving {e['model']} (release {e['release']}) on {e['url']}  workers {e['workers']}, queue {e['queue']}"
+                          + (f", following {e['follows']}" if e["follows"] else "") + (f", live view of {e['live']} at {e['url']}/" if e["live"] else "")
+                          + f"; ready in {e['startup_s']:.2f} s", soft_wrap=True)
+        elif kind == "stopped":
+            console.print(f"stopped: {e['requests']} requests, {e['inferences']} inferences, {e['reloads']} reloads "
+                          f"({e['reload_failures']} failed)" + (f", {e['unfinished']} unfinished" if e["unfinished"] else ""), soft_wrap=True)
+
+    run_serve(cfg, on_event=event)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.I)
+
+
+def parse_size(value: str, option: str) -> int:
+    """``10MB``, ``512k``, ``1048576`` -> bytes (K/M/G are powers of 1024)."""
+    from mltool.errors import ConfigError
+
+    m = _SIZE.match(value)
+    if not m:
+        raise ConfigError(f"{option} '{value}' is not a size", f"e.g. {option} 10MB or {option} 512KB")
+    unit = (m.group(2) or "b").lower()[0]
+    return int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit])

@@ -1,0 +1,147 @@
+"""What clients send, made safe: base64, encoded images, multipart uploads, tensors.
+
+Everything here raises :class:`~mltool.serve.http.HttpError` (400) with a reason that names
+the field at fault, so a malformed request is answered and forgotten.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from mltool.errors import DataError
+from mltool.runtime.sources import Frame
+from mltool.serve.http import HttpError
+
+DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT8": np.int8}
+
+
+def b64decode(value: Any, where: str) -> bytes:
+    """Standard or URL-safe base64 (a ``data:`` URL prefix and whitespace allowed), or
+    ``{"b64": ...}``; anything else is a 400 naming ``where``."""
+    if isinstance(value, dict) and "b64" in value:
+        value = value["b64"]
+    if not isinstance(value, str) or not value:
+        raise HttpError(400, f"{where} must be a base64 string, not {type(value).__name__}")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    s = "".join(value.split())
+    if "-" in s or "_" in s:
+        s = s.replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise HttpError(400, f"{where} is not valid base64") from None
+
+
+def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] | None = None) -> list[Frame]:
+    """Decode each image into a Frame the way `mltool infer` reads image files (same decoder,
+    same reduced JPEG decoding for a small model input), so answers match it; the decode
+    time is the frame's read time."""
+    from mltool.data.images import decode_image
+
+    frames = []
+    for i, (data, name) in enumerate(zip(images, names)):
+        if not data:
+            raise HttpError(400, f"{name} is empty; send an encoded image (JPEG, PNG...)")
+        t0 = time.perf_counter()
+        try:
+            img = decode_image(data, draft, name)
+        except DataError as exc:
+            raise HttpError(400, _BYTESIO.sub("", exc.message)) from None
+        frames.append(Frame(i, name, time.time(), image=img, read_ms=(time.perf_counter() - t0) * 1000))
+    return frames
+
+
+_BYTESIO = re.compile(r":? ?<_io\.BytesIO object at 0x[0-9a-f]+>")
+_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.I)
+_NAME = re.compile(rb'name="([^"]*)"', re.I)
+
+
+def multipart_field(body: bytes, content_type: str, field: str) -> bytes:
+    """The content of form field ``field`` in a multipart/form-data body."""
+    m = _BOUNDARY.search(content_type)
+    if not m:
+        raise HttpError(400, "multipart/form-data without a boundary parameter")
+    delim = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
+    parts = body.split(delim)
+    if len(parts) < 3:
+        raise HttpError(400, "malformed multipart body (no closing boundary)")
+    names = []
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, data = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            raise HttpError(400, "malformed multipart body (a part has no headers)")
+        nm = _NAME.search(head)
+        name = nm.group(1).decode("latin-1") if nm else ""
+        names.append(name)
+        if name == field:
+            return data.removesuffix(b"\r\n")
+    raise HttpError(400, f"the multipart body has no field '{field}' (fields: {', '.join(names) or 'none'})")
+
+
+def tensor(data: Any, shape: Any, datatype: Any, where: str) -> np.ndarray:
+    """OIP tensor ``data`` (flat or nested list) as an array of ``shape`` and ``datatype``."""
+    if datatype not in DTYPES:
+        raise HttpError(400, f"{where}.datatype '{datatype}' is not supported; use FP32, UINT8, INT8 or BYTES (an encoded image)")
+    shp = check_shape(shape, where)
+    if not isinstance(data, list):
+        raise HttpError(400, f"{where}.data must be a list of numbers")
+    dtype = DTYPES[datatype]
+    try:
+        arr = np.asarray(data, dtype=np.float64 if dtype != np.float32 else np.float32)
+    except (ValueError, TypeError):
+        raise HttpError(400, f"{where}.data must hold only numbers, in a flat or evenly nested list") from None
+    return _shaped(arr, shp, dtype, datatype, where)
+
+
+def raw_tensor(buf: bytes, shape: Any, datatype: str, where: str) -> np.ndarray:
+    """A tensor sent as raw little-endian bytes (the binary tensor data extension)."""
+    if datatype not in DTYPES:
+        raise HttpError(400, f"{where}.datatype '{datatype}' is not supported in binary form; use FP32, UINT8 or INT8")
+    shp = check_shape(shape, where)
+    dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
+    if len(buf) != int(np.prod(shp)) * dtype.itemsize:
+        raise HttpError(400, f"{where} has {len(buf)} bytes of binary data; shape {shp} as {datatype} needs {int(np.prod(shp)) * dtype.itemsize}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shp).astype(DTYPES[datatype])
+
+
+def raw_bytes_elements(buf: bytes, where: str) -> list[bytes]:
+    """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes."""
+    out, pos = [], 0
+    while pos < len(buf):
+        if pos + 4 > len(buf):
+            raise HttpError(400, f"{where}: truncated BYTES element length")
+        n = int.from_bytes(buf[pos : pos + 4], "little")
+        if pos + 4 + n > len(buf):
+            raise HttpError(400, f"{where}: BYTES element of {n} bytes runs past the data")
+        out.append(buf[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def check_shape(shape: Any, where: str) -> list[int]:
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise HttpError(400, f"{where}.shape must be a non-empty list of non-negative integers, not {shape!r}")
+    if int(np.prod(shape)) > 50_000_000:
+        raise HttpError(400, f"{where}.shape {shape} is too large")
+    return shape
+
+
+def _shaped(arr: np.ndarray, shp: list[int], dtype: Any, datatype: str, where: str) -> np.ndarray:
+    need = int(np.prod(shp))
+    if arr.size != need:
+        raise HttpError(400, f"{where}.shape {shp} needs {need} values; data has {arr.size}")
+    if dtype != np.float32:
+        info = np.iinfo(dtype)
+        if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < info.min or arr.max() > info.max or np.any(arr != np.round(arr))):
+            raise HttpError(400, f"{where}.data has values outside {datatype} ({info.min}..{info.max}, integers)")
+    return arr.reshape(shp).astype(dtype, copy=False)

@@ -1,0 +1,243 @@
+"""``serve --source SRC``: continuous inference on a camera/stream/video beside the HTTP API.
+
+A thread reads the source (newest frame wins, as in `mltool infer`), runs each frame on the
+engine's live slot (so hot reload swaps it too), and hands every :class:`Result` to the
+*consumers*: callables attached with :meth:`LiveView.add_consumer` (the MQTT reporter plugs
+in here) plus the browser view itself, which serves
+
+* ``/``             a small page: the annotated live picture and the latest results;
+* ``/stream.mjpg``  multipart MJPEG, newest frame wins, at most ``--fps`` per viewer;
+* ``/snapshot.jpg`` the latest annotated frame;
+* ``/events``       Server-Sent Events, one JSON record per result (and source events).
+
+Viewers never slow inference: the thread only publishes the newest JPEG and record; each
+viewer's coroutine sends when its socket has room and skips what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mltool.runtime.predictor import Result
+from mltool.runtime.sources import SourceEvent
+from mltool.serve.http import HttpError, Request, Response, Stream, StreamWriter
+
+if TYPE_CHECKING:
+    from mltool.serve.app import App
+
+Consumer = Callable[[Result], None]
+
+
+def encode_jpeg(result: Result, quality: int = 80) -> bytes | None:
+    import cv2
+
+    bgr = result.annotated()
+    if bgr is None:
+        return None
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None
+
+
+class LiveView:
+    def __init__(self, app: App, source: str, slot: int, consumers: list[Consumer] | None = None) -> None:
+        self.app = app
+        self.cfg = app.cfg
+        self.spec = source
+        self.slot = slot
+        self.consumers: list[Consumer] = list(consumers or [])
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.latest: Result | None = None
+        self.record: dict[str, Any] | None = None
+        self.seq = 0
+        self.jpeg: bytes | None = None
+        self.jpeg_seq = -1
+        self.viewers = 0
+        self.snapshot_wanted = 0.0
+        self.frames = 0
+        self.consumer_errors = 0
+        self.state = "starting"
+        self.label = source
+        self._changed: asyncio.Event | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._source: Any = None
+        self._last_encode = 0.0
+        app.add("GET", "/", self.page)
+        app.add("GET", "/stream.mjpg", self.mjpeg)
+        app.add("GET", "/snapshot.jpg", self.snapshot)
+        app.add("GET", "/events", self.events)
+        app.metrics.gauge("mltool_live_frames_total", "counter", "Frames of --source run through the model.", lambda: [({}, self.frames)])
+        app.metrics.gauge("mltool_live_dropped_frames_total", "counter", "Frames of --source dropped because inference was busy.",
+                          lambda: [({}, self._source.stats.dropped if self._source is not None else 0)])
+        app.metrics.gauge("mltool_live_viewers", "gauge", "Browsers watching /stream.mjpg.", lambda: [({}, self.viewers)])
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Call ``consumer(result)`` on the live thread for every result (keep it quick)."""
+        self.consumers.append(consumer)
+
+    # ------------------------------------------------------------------ the source thread
+    def open(self) -> None:
+        """Open the source now, so a bad --source fails before the server starts listening."""
+        from mltool.runtime.sources import open_source
+
+        p = self.app.engine.release.first  # type: ignore[union-attr]
+        self._source = open_source(self.spec, kind=p.kind, signal_window=p.input.window, channels=p.input.channels,
+                                   rate=p.input.rate_hz, timeout_s=self.cfg.source_timeout_s,
+                                   max_reconnects=self.cfg.max_reconnects, draft=p._draft())
+        if p.kind == "image" and self._source.kind == "signal":
+            self._source.close()
+            from mltool.errors import ConfigError
+
+            raise ConfigError(f"{p.path} takes images but {self.spec} is a signal source", "pass an image/video/camera/stream source")
+        self.label = self._source.label
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._changed = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="serve-live", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.state = "running"
+        seen = 0
+        try:
+            for item in self._source:
+                if self._stop.is_set():
+                    break
+                if isinstance(item, SourceEvent):
+                    self._post({"event": item.kind, "source": self.label, "message": item.message, "timestamp": item.timestamp}, None, None)
+                    continue
+                seen += 1
+                if (seen - 1) % self.cfg.every:
+                    continue
+                result, rid = self.app.engine.run_on_slot(self.slot, lambda p, rel: (p.predict_frame(item, source=self.label), rel.id))
+                self.frames += 1
+                for consumer in list(self.consumers):
+                    try:
+                        consumer(result)
+                    except Exception as exc:  # a consumer's bug must not stop the live loop
+                        self.consumer_errors += 1
+                        if self.consumer_errors <= 3:
+                            self.app.log(f"live consumer {getattr(consumer, '__name__', consumer)!r} failed: {type(exc).__name__}: {exc}")
+                record = {**result.as_dict(), "release": rid}
+                if result.size:
+                    record["width"], record["height"] = result.size
+                jpeg = None
+                now = time.monotonic()
+                if (self.viewers or now < self.snapshot_wanted) and now - self._last_encode >= 1 / self.cfg.fps:
+                    jpeg = encode_jpeg(result)
+                    self._last_encode = now
+                self._post(record, result, jpeg)
+            self.state = "ended"
+        except Exception as exc:
+            self.state = f"failed: {exc}"
+            self.app.log(f"live source {self.label} stopped: {type(exc).__name__}: {exc}")
+        self._post({"event": "end", "source": self.label, "message": self.state, "timestamp": time.time()}, None, None)
+
+    def _post(self, record: dict[str, Any], result: Result | None, jpeg: bytes | None) -> None:
+        if self.loop is None or self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._publish, record, result, jpeg)
+        except RuntimeError:
+            pass
+
+    def _publish(self, record: dict[str, Any], result: Result | None, jpeg: bytes | None) -> None:
+        self.seq += 1
+        self.record = record
+        if result is not None:
+            self.latest = result
+        if jpeg is not None:
+            self.jpeg, self.jpeg_seq = jpeg, self.seq
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _next(self, timeout: float | None = None) -> None:
+        ev = self._changed
+        if ev is None:
+            return
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._source is not None:
+            self._source.close()
+        if self._thread is not None:
+            self._thread.join(timeout=self.cfg.source_timeout_s + 2)
+
+    # ------------------------------------------------------------------ routes
+    async def page(self, req: Request) -> Response:
+        from mltool.serve.page import render
+
+        return Response(200, render(self.app.name, self.label).encode(), "text/html; charset=utf-8",
+                        [("Cache-Control", "no-store")])
+
+    async def snapshot(self, req: Request) -> Response:
+        if self.latest is None:
+            raise HttpError(503, "no frame yet from the source", [("Retry-After", "1")])
+        jpeg = self.jpeg if self.jpeg is not None and self.jpeg_seq >= 0 and self.latest is not None else None
+        if jpeg is None or self.jpeg_seq < self.seq - 1:
+            self.snapshot_wanted = time.monotonic() + 10
+            jpeg = await asyncio.get_running_loop().run_in_executor(None, encode_jpeg, self.latest)
+        if jpeg is None:
+            raise HttpError(404, "this model takes signals: there is no picture")
+        return Response(200, jpeg, "image/jpeg", [("Cache-Control", "no-store")])
+
+    async def mjpeg(self, req: Request) -> Stream:
+        async def produce(w: StreamWriter) -> None:
+            self.viewers += 1
+            try:
+                sent = -1
+                gap = 1.0 / self.cfg.fps
+                last = 0.0
+                while not w.closed and not self._stop.is_set():
+                    if self.jpeg is None or self.jpeg_seq == sent:
+                        await self._next(15)
+                        continue
+                    wait = gap - (time.monotonic() - last)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if w.congested:  # the client is behind: wait for room, then send the newest
+                        await w.drained()
+                        continue
+                    jpeg, sent = self.jpeg, self.jpeg_seq
+                    w.send(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                    last = time.monotonic()
+            finally:
+                self.viewers -= 1
+
+        return Stream(produce, "multipart/x-mixed-replace; boundary=frame", [("Cache-Control", "no-store")])
+
+    async def events(self, req: Request) -> Stream:
+        async def produce(w: StreamWriter) -> None:
+            w.send(b"retry: 2000\n\n")
+            sent = 0
+            if self.record is not None:
+                w.send(b"data: " + json.dumps(self.record).encode() + b"\n\n")
+                sent = self.seq
+            while not w.closed and not self._stop.is_set():
+                if self.seq == sent:
+                    await self._next(15)
+                    if self.seq == sent and not w.closed:
+                        w.send(b": keep-alive\n\n")
+                    continue
+                if w.congested:
+                    await w.drained()
+                    continue
+                sent = self.seq
+                w.send(b"data: " + json.dumps(self.record).encode() + b"\n\n")
+
+        return Stream(produce, "text/event-stream", [("Cache-Control", "no-store")])

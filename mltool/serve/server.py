@@ -1,0 +1,207 @@
+"""``serve(cfg)``: load the model, listen, follow new releases, drain on SIGTERM.
+
+    from mltool.serve import ServeConfig, serve
+    serve(ServeConfig(model="fire", host="0.0.0.0", source="picamera"),
+          consumers=[lambda result: print(result.top)])     # live results, e.g. an MQTT reporter
+
+The library call the CLI makes; it blocks until SIGTERM/SIGINT (or ``stop`` is set) and
+returns a summary once the requests in flight have been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mltool.errors import ConfigError, MltoolError
+from mltool.serve.config import ModelRef, ServeConfig, make_predictor, resolve_model
+from mltool.serve.engine import Engine, release_id
+
+
+def _log(msg: str) -> None:
+    print(f"[serve] {msg}", file=sys.stderr, flush=True)
+
+
+class Reloader:
+    """Follows the model file (a deployed model's ``current`` link): polls every ``poll_s``
+    and on :meth:`trigger` (SIGHUP); loads, probes, then swaps. A failed release is recorded
+    and not retried until the link moves again or SIGHUP asks."""
+
+    def __init__(self, app: Any, ref: ModelRef, poll_s: float, on_event: Callable[[dict[str, Any]], None]) -> None:
+        self.app = app
+        self.engine = app.engine
+        self.ref = ref
+        self.poll_s = poll_s
+        self.on_event = on_event
+        self._wake = threading.Event()
+        self._force = False
+        self._stop = threading.Event()
+        self._failed: tuple[str, str] | None = None  # (real path, release id) that failed
+        self._thread = threading.Thread(target=self._run, name="serve-reload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def trigger(self) -> None:
+        self._force = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s if self.poll_s > 0 else None)
+            if self._stop.is_set():
+                return
+            force, self._force = self._force, False
+            self._wake.clear()
+            try:
+                self.check(force)
+            except Exception as exc:  # never let the watcher die
+                self._failure("?", f"{type(exc).__name__}: {exc}")
+
+    def check(self, force: bool = False) -> None:
+        cur = self.engine.release
+        real = os.path.realpath(self.ref.watch)
+        if not force and cur is not None and real == str(cur.path):
+            return
+        if not os.path.isfile(real):
+            if self._failed != (real, ""):
+                self._failed = (real, "")
+                self._failure("", f"{self.ref.watch} points to {real}, which does not exist")
+            return
+        rid = release_id(real)
+        if cur is not None and rid == cur.id:
+            cur.path = Path(real)
+            return
+        if not force and self._failed == (real, rid):
+            return
+        try:
+            new = self.engine.load(Path(real))
+        except MltoolError as exc:
+            self._failed = (real, rid)
+            self._failure(rid, exc.one_line())
+            return
+        except Exception as exc:
+            self._failed = (real, rid)
+            self._failure(rid, f"{type(exc).__name__}: {exc}")
+            return
+        old = self.engine.swap(new)
+        st = self.app.reload_state
+        st["reloads"] += 1
+        st["last_error"] = st["failed_release"] = None
+        self._failed = None
+        _log(f"reloaded {self.app.name}: release {old.id if old else '-'} -> {new.id}")
+        self.on_event({"event": "reload", "model": self.app.name, "release": new.id, "previous": old.id if old else None})
+
+    def _failure(self, rid: str, message: str) -> None:
+        st = self.app.reload_state
+        st["failures"] += 1
+        st["failed_release"], st["last_error"] = rid or None, message
+        cur = self.engine.release
+        _log(f"release {rid or '?'} of {self.app.name} failed its check; still serving {cur.id if cur else '-'}: {message}")
+        self.on_event({"event": "reload_failed", "model": self.app.name, "release": rid or None,
+                       "serving": cur.id if cur else None, "error": message})
+
+
+def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = None,
+          on_event: Callable[[dict[str, Any]], None] = lambda e: None, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Serve ``cfg.model`` until stopped; ``on_event`` gets ready/reload/stopped records and
+    ``consumers`` every live result (with ``cfg.source``)."""
+    from mltool.serve import protocols
+    from mltool.serve.app import App
+    from mltool.serve.http import HttpServer
+
+    cfg.validate()
+    ref = resolve_model(cfg.model, cfg.root, cfg.name)
+    t0 = time.perf_counter()
+    live_kind: dict[str, Any] = {}
+
+    def compatible(p: Any) -> None:
+        if cfg.source and live_kind and (p.kind, p.input.window) != (live_kind["kind"], live_kind["window"]):
+            raise ConfigError(f"{p.path} takes {p.kind} input of a different shape than the live source is fed",
+                              "deploy a model with the same kind of input, or restart serve")
+
+    engine = Engine(lambda path: make_predictor(path, cfg), workers=cfg.workers, queue_size=cfg.queue, batch=cfg.batch,
+                    batch_wait_ms=cfg.batch_wait_ms, live_slot=cfg.source is not None, check=compatible)
+    engine.swap(engine.load(ref.watch))
+    first = engine.release.first  # type: ignore[union-attr]
+    live_kind.update(kind=first.kind, window=first.input.window)
+    app = App(cfg, engine, ref.name, log=_log)
+    protocols.register(app)
+    live = None
+    if cfg.source is not None:
+        from mltool.serve.live import LiveView
+
+        live = LiveView(app, cfg.source, slot=cfg.workers, consumers=consumers)
+        live.open()
+    reloader = Reloader(app, ref, cfg.poll_s if ref.follows else 0.0, on_event)
+    stop = stop or threading.Event()
+    summary: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(app, max_body=cfg.max_body, read_timeout_s=cfg.read_timeout_s, keepalive_s=cfg.keepalive_s,
+                            log=_log, on_protocol_error=lambda status: app.metrics.observe("unparsed", status, 0.0))
+        try:
+            port = await server.start(cfg.host, cfg.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port} ({exc.strerror or exc})",
+                              "pick another --port (or --port 0 for a free one), or stop what is using it") from None
+        stopping = asyncio.Event()
+        signals = []
+        if threading.current_thread() is threading.main_thread():
+            for sig, fn in ((signal.SIGTERM, stopping.set), (signal.SIGINT, stopping.set), (signal.SIGHUP, reloader.trigger)):
+                loop.add_signal_handler(sig, fn)
+                signals.append(sig)
+        def watch() -> None:
+            stop.wait()
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:
+                pass  # the loop already ended
+
+        threading.Thread(target=watch, name="serve-stop", daemon=True).start()
+        engine.start()
+        reloader.start()
+        if live is not None:
+            live.start(loop)
+        rel = engine.release
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "model": app.name, "release": rel.id if rel else None,
+                 "file": str(rel.path) if rel else None, "follows": str(ref.watch) if ref.follows else None,
+                 "workers": cfg.workers, "queue": cfg.queue, "batch": cfg.batch, "batchable": bool(rel and rel.batchable),
+                 "api_key": cfg.api_key is not None, "live": cfg.source, "startup_s": round(time.perf_counter() - t0, 3)}
+        on_event(ready)
+        await stopping.wait()
+        app.draining = True
+        if live is not None:
+            await loop.run_in_executor(None, live.close)
+        left = await server.drain(cfg.drain_s)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stop.set()
+        summary.update(event="stopped", model=app.name, release=engine.release.id if engine.release else None,
+                       requests=sum(app.metrics.requests.values()), inferences=engine.inferences,
+                       reloads=app.reload_state["reloads"], reload_failures=app.reload_state["failures"],
+                       unfinished=left, live_frames=live.frames if live else None)
+
+    try:
+        asyncio.run(main())
+    finally:
+        reloader.stop() if reloader._thread.is_alive() else None
+        engine.stop()
+        if live is not None:
+            live.close()
+    on_event(summary)
+    return summary

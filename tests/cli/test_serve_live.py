@@ -1,0 +1,138 @@
+"""`mltool serve --source`: continuous inference on a real MJPEG camera stream, the live page
+in a real headless browser (Debian's chromium), MJPEG, snapshot, SSE, and result consumers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+
+def _chromium() -> None:
+    from tests.browser import chromium
+
+    if chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: scripts/setup.sh should install it")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+def _events(url: str, n: int) -> list[dict]:
+    out = []
+    with requests.get(f"{url}/events", stream=True, timeout=20) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                out.append(json.loads(line[6:]))
+                if len(out) == n:
+                    return out
+    return out
+
+
+def _live_frames(url: str) -> float:
+    text = requests.get(f"{url}/metrics").text
+    return float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("mltool_live_frames_total ")))
+
+
+def test_live_page_in_headless_chromium(serve, mjpeg, fire_models, tmp_path):
+    cam = mjpeg(fps=20)
+    s = serve(fire_models["int8"], "--source", cam.url, "--fps", "5")
+    assert s.ready["live"] == cam.url
+
+    events = _events(s.url, 3)
+    assert len(events) == 3 and all(e["release"] == s.ready["release"] for e in events)
+    assert all({p["label"] for p in e["predictions"]} == {"fire", "no_fire"} for e in events)
+    assert (events[0]["width"], events[0]["height"]) == (160, 120) and events[2]["index"] > events[0]["index"]
+
+    snap = requests.get(f"{s.url}/snapshot.jpg")
+    assert snap.status_code == 200 and snap.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(snap.content)).size == (160, 120)
+
+    # MJPEG: frames arrive, at most --fps per second
+    parts = 0
+    t0 = time.monotonic()
+    with requests.get(f"{s.url}/stream.mjpg", stream=True, timeout=20) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        buf = b""
+        for chunk in r.iter_content(4096):
+            buf += chunk
+            parts = buf.count(b"--frame\r\n")
+            if time.monotonic() - t0 > 2.0:
+                break
+    assert 4 <= parts <= 5 * (time.monotonic() - t0) + 2, parts
+
+    # the HTTP API keeps answering beside the live loop
+    up = requests.post(f"{s.url}/api/image", data=snap.content, headers={"Content-Type": "image/jpeg"})
+    assert up.status_code == 200 and up.json()["predictions"][0]["label"] in ("fire", "no_fire")
+
+    # a client that never reads does not slow inference down
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", s.port))
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    before, t0 = _live_frames(s.url), time.monotonic()
+    time.sleep(2.0)
+    rate = (_live_frames(s.url) - before) / (time.monotonic() - t0)
+    assert rate > 8, rate  # the camera sends 20 frames/s
+    stalled.close()
+
+    from tests.browser import Browser
+
+    _chromium()
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        browser.open(s.url + "/")
+        results = browser.wait_for("Number(document.body.dataset.results || 0) >= 3 && document.body.dataset.frames && "
+                                   "document.body.dataset.results")
+        state = browser.evaluate("JSON.stringify({top: document.getElementById('top').textContent, "
+                                 "size: document.getElementById('size').textContent, release: document.getElementById('release').textContent, "
+                                 "rows: document.querySelectorAll('#items tr').length, w: document.getElementById('pic').naturalWidth})")
+        shot = browser.screenshot(tmp_path / "live.png")
+    finally:
+        browser.close()
+    print(f"live page screenshot: {shot}")
+    state = json.loads(state)
+    assert int(results) >= 3 and state["size"] == "160x120" and state["w"] == 160
+    assert state["release"] == s.ready["release"] and state["rows"] == 2
+    assert state["top"].split()[0] in ("fire", "no_fire")
+    pic = np.asarray(Image.open(shot).convert("RGB"))[48:528, 14:654]  # where the page puts the picture
+    assert pic.std() > 10  # a real frame with its annotation, not an empty box
+
+
+def test_consumers_receive_every_live_result(mjpeg, fire_models):
+    """The library call: serve() with result consumers (what MQTT reporting plugs into)."""
+    from mltool.serve import ServeConfig, serve
+
+    cam = mjpeg(fps=30)
+    got: list = []
+    seen = threading.Event()
+    stop = threading.Event()
+    events: list[dict] = []
+
+    def consumer(result) -> None:
+        got.append(result)
+        if len(got) >= 10:
+            seen.set()
+
+    def broken(result) -> None:
+        raise RuntimeError("a consumer with a bug")
+
+    cfg = ServeConfig(model=str(fire_models["int8"]), port=0, source=cam.url)
+    t = threading.Thread(target=serve, args=(cfg,), kwargs={"consumers": [broken, consumer], "on_event": events.append, "stop": stop})
+    t.start()
+    try:
+        assert seen.wait(30)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert all(r.top.label in ("fire", "no_fire") and r.image.shape == (120, 160, 3) for r in got[:10])
+    assert [e["event"] for e in events] == ["ready", "stopped"] and events[1]["live_frames"] >= 10

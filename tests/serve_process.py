@@ -1,0 +1,68 @@
+"""`mltool serve` as a real process on loopback for tests and benchmarks: started with
+``--port 0 --json``, ready when it prints its ready line, stopped with a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+class ServeProcess:
+    def __init__(self, args: list, *, log: Path, env: dict[str, str] | None = None, timeout: float = 90.0,
+                 python: str | None = None) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [python or sys.executable, "-m", "mltool", "serve", *map(str, args), "--port", "0", "--json"],
+            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env={**os.environ, **(env or {})},
+        )
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.lines: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            self.ready = self.events.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise RuntimeError(f"serve did not get ready: {self.stderr[-3000:]}") from None
+        if self.ready.get("event") != "ready":
+            raise RuntimeError(f"serve failed: {self.ready} {self.stderr[-3000:]}")
+        self.url = self.ready["url"]
+        self.port = self.ready["port"]
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            if line.strip():
+                ev = json.loads(line)
+                self.lines.append(ev)
+                self.events.put(ev)
+        self.events.put({"event": "exited"})
+
+    def wait_event(self, kind: str, timeout: float = 30.0) -> dict:
+        while True:
+            ev = self.events.get(timeout=timeout)
+            if ev["event"] in (kind, "exited"):
+                return ev
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
