@@ -8,6 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, ThreadsOpt
+
 
 def serve(
     model: Annotated[str, typer.Argument(help="A .tflite, or a deployed model's name or folder (~/mltool/models/NAME): its current release is followed and hot-reloaded.", show_default=False)],
@@ -31,7 +33,11 @@ def serve(
     every: Annotated[int, typer.Option("--every", help="Live view: process every Nth frame.")] = 1,
     fps: Annotated[float, typer.Option("--fps", help="Live view: MJPEG frames per second per viewer, at most.")] = 10.0,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between checks of a deployed model's current release (0: only on SIGHUP).")] = 2.0,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads per interpreter.")] = None,
+    threads: ThreadsOpt = None,
+    input_shape: InputShapeOpt = None,
+    window: Annotated[Optional[int], typer.Option("--window", help="Samples per window for signal models with a dynamic input length.")] = None,
+    delegate: DelegateOpt = None,
+    delegate_option: DelegateOptionOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata).")] = None,
@@ -47,6 +53,7 @@ def serve(
     from mltool.cli._options import parse_floats
     from mltool.cli._output import print_json_line, stderr_console
     from mltool.errors import ConfigError
+    from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
     from mltool.serve.config import ServeConfig, read_api_key
     from mltool.serve.server import serve as run_serve
 
@@ -54,7 +61,9 @@ def serve(
         raise ConfigError("give --source or --camera, not both", "pass one live source")
     predictor: dict[str, Any] = dict(threads=threads, labels=labels, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
                                      task=task, top_k=top_k, score_threshold=score_threshold, alert_threshold=alert_threshold,
-                                     alert_class=alert_class)
+                                     alert_class=alert_class, delegate=delegate,
+                                     delegate_options=parse_delegate_options(delegate_option),
+                                     input_shape=parse_shapes(input_shape), window=window)
     cfg = ServeConfig(model=model, host=host, port=port, name=name, root=root, workers=workers, queue=queue, batch=batch,
                       batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
                       api_key=read_api_key(api_key, api_key_file), cors_origins=list(cors_origin or []),

@@ -299,3 +299,20 @@ def test_runtime_errors_are_one_line(cli, pictures):
     assert "could not allocate tensors for" in r.stderr or "could not" in r.stderr
     r = cli(["infer", FOREIGN / "classifier_tfhub_style.tflite", pictures["rgb"], "--threads", "0"])
     assert r.exit_code == 2 and "--threads" in r.stderr
+
+
+def test_serve_takes_the_delegate_too(test_delegate, pictures, tmp_path):
+    import requests
+
+    from tests.serve_process import ServeProcess
+
+    log = tmp_path / "delegate.log"
+    model = FOREIGN / "classifier_tfhub_style.tflite"
+    s = ServeProcess([model, "--delegate", test_delegate, "--delegate-option", "device=usb"], log=tmp_path / "serve.log",
+                     env={"TEST_DELEGATE_LOG": str(log)})
+    try:
+        r = requests.post(f"{s.url}/api/image", data=pictures["rgb"].read_bytes(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200 and {p["label"] for p in r.json()["predictions"]} <= {"cat", "dog", "bird", "fish", "horse"}
+    finally:
+        s.stop()
+    assert "option device=usb" in log.read_text().splitlines() and "prepare" in log.read_text()
