@@ -30,8 +30,9 @@ def convert(
     """Convert to TFLite (float32, float16, dynamic, int8, int16x8 or all) and compare size,
     accuracy, agreement and latency with the source model on held-out data."""
     from mltool.cli._output import print_json, stderr_console
-    from mltool.convert.converter import ConvertCheckError, ConvertConfig
+    from mltool.convert.converter import ConvertConfig
     from mltool.convert.converter import convert as run_convert
+    from mltool.convert.results import ConvertCheckError
 
     cfg = ConvertConfig(
         model=model, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples, out=out,

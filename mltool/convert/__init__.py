@@ -10,7 +10,7 @@ from mltool._lazy import lazy_getattr
 
 _EXPORTS = {
     "convert": "mltool.convert.converter", "ConvertConfig": "mltool.convert.converter",
-    "ConvertResult": "mltool.convert.converter", "ConvertCheckError": "mltool.convert.converter",
+    "ConvertResult": "mltool.convert.results", "ConvertCheckError": "mltool.convert.results",
 }
 __all__ = sorted(_EXPORTS)
 
