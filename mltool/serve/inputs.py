@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from typing import Any
@@ -109,8 +110,8 @@ def raw_tensor(buf: bytes, shape: Any, datatype: str, where: str) -> np.ndarray:
         raise HttpError(400, f"{where}.datatype '{datatype}' is not supported in binary form; use FP32, UINT8 or INT8")
     shp = check_shape(shape, where)
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
-    if len(buf) != int(np.prod(shp)) * dtype.itemsize:
-        raise HttpError(400, f"{where} has {len(buf)} bytes of binary data; shape {shp} as {datatype} needs {int(np.prod(shp)) * dtype.itemsize}")
+    if len(buf) != math.prod(shp) * dtype.itemsize:
+        raise HttpError(400, f"{where} has {len(buf)} bytes of binary data; shape {shp} as {datatype} needs {math.prod(shp) * dtype.itemsize}")
     return np.frombuffer(buf, dtype=dtype).reshape(shp).astype(DTYPES[datatype])
 
 
@@ -131,13 +132,13 @@ def raw_bytes_elements(buf: bytes, where: str) -> list[bytes]:
 def check_shape(shape: Any, where: str) -> list[int]:
     if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
         raise HttpError(400, f"{where}.shape must be a non-empty list of non-negative integers, not {shape!r}")
-    if int(np.prod(shape)) > 50_000_000:
+    if math.prod(shape) > 50_000_000:
         raise HttpError(400, f"{where}.shape {shape} is too large")
     return shape
 
 
 def _shaped(arr: np.ndarray, shp: list[int], dtype: Any, datatype: str, where: str) -> np.ndarray:
-    need = int(np.prod(shp))
+    need = math.prod(shp)
     if arr.size != need:
         raise HttpError(400, f"{where}.shape {shp} needs {need} values; data has {arr.size}")
     if dtype != np.float32:

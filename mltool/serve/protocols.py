@@ -16,6 +16,7 @@ outputs), so every protocol answers exactly what `mltool infer` prints for the s
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +110,8 @@ class Protocols:
                 if not isinstance(data, list):
                     raise HttpError(400, f"{where}.data must be a list of base64-encoded images")
                 elements = [inputs.b64decode(e, f"{where}.data[{i}]") for i, e in enumerate(_flat(data))]
-            if len(elements) != int(np.prod(shape)) or not elements:
-                raise HttpError(400, f"{where}.shape {shape} needs {int(np.prod(shape))} images; got {len(elements)}")
+            if len(elements) != math.prod(shape) or not elements:
+                raise HttpError(400, f"{where}.shape {shape} needs {math.prod(shape)} images; got {len(elements)}")
             results, rid = await app.infer(image_job(app, elements, [f"{where}[{i}]" for i in range(len(elements))]), req)
             outputs = _decoded_outputs([(r.classifications, r.detections) for r in results], results[0].task == "detection")
             timings = results[0].timings.as_dict()
