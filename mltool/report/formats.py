@@ -86,7 +86,7 @@ def state_payload(state: State, events: list[Event], ctx: Context, outbox: dict[
     if ctx.task == "detection":
         d["objects"] = state.objects
     elif state.alert is not None:
-        d["alert"] = state.alert
+        d["alert"] = state.alert.as_dict()
     d.update({"events": [e.id for e in events], "frame": state.frame, "frames": state.frames,
               "source": ctx.source, "source_status": state.source_status, "model": ctx.model,
               "release": ctx.release, "outbox": {"pending": outbox["pending"], "dropped": outbox["dropped"]}})

@@ -120,7 +120,7 @@ class State:
         self.timestamp: float | None = None
         self.top: tuple[str, float] | None = None
         self.active = False  # an event is open (debounced, unlike the raw alert)
-        self.alert: dict[str, Any] | None = None
+        self.alert: Any = None  # the result's Alert
         self.objects: dict[str, int] = {}
         self.source_status = "starting"
         self._published_key: tuple[Any, ...] | None = None
@@ -138,7 +138,7 @@ class State:
                 objects[d.label] = objects.get(d.label, 0) + 1
             self.objects = objects
         else:
-            self.alert = r.alert.as_dict() if r.alert is not None else None
+            self.alert = r.alert
         self.active = active
         self.source_status = "ok"
         return self.due()

@@ -18,11 +18,12 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,14 +56,17 @@ class Outbox:
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lockfile = _lock(self.path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.handed = 0  # rows with id <= handed are with the MQTT client: never dropped
+        self.last_id = 0  # the newest row written (the publisher fetches only when it moved)
+        self._keyed: dict[str, tuple[int, int]] = {}  # key -> (row id, size) of its latest row
+        self._depth = 0  # batch() nesting
+        self._tx = False  # a transaction is open in the current batch
         try:
             self._db = self._connect()
             self._db.executescript(_SCHEMA)
             self._rd = self._connect()
-            self.rows, self.bytes = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
-            self._counters = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+            self._reload()
         except sqlite3.DatabaseError as exc:
             self._unlock()
             raise DataError(f"MQTT outbox {self.path} cannot be used: {exc}",
@@ -76,46 +80,79 @@ class Outbox:
         db.execute("PRAGMA wal_autocheckpoint=0")  # the publisher thread checkpoints, not put()
         return db
 
+    def _reload(self) -> None:
+        """The in-memory mirror (row count, bytes, counters, keyed rows) from the file."""
+        db = self._db
+        self.rows, self.bytes, self.last_id = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox").fetchone()
+        self._counters = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        self._keyed = {key: (rid, size) for key, rid, size in
+                       db.execute("SELECT key, id, size FROM outbox WHERE key IS NOT NULL ORDER BY id")}
+
     # ------------------------------------------------------------------ writing (any thread)
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every ``put`` inside shares one transaction (opened by the first put, so an empty
+        batch costs nothing): one result's event and state messages are one commit."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._depth = 1
+            try:
+                yield
+                if self._tx:
+                    self._db.execute("COMMIT")
+                    self.dirty = True
+            except BaseException:
+                if self._tx:
+                    self._db.execute("ROLLBACK")
+                    self._reload()
+                raise
+            finally:
+                self._depth, self._tx = 0, False
+
     def put(self, topic: str, payload: bytes | Callable[[dict[str, int]], bytes], *, qos: int = 1,
             retain: bool = False, key: str | None = None, counters: Iterable[str] = ()) -> dict[str, int]:
         """Store one message. ``counters`` are advanced with it; a callable ``payload`` receives
         their new values (so a sequence number is part of the message it numbers)."""
-        with self._lock:
+        with self.batch():
             values = {c: self._counters.get(c, 0) + 1 for c in counters}
             data = payload(values) if callable(payload) else payload
             size = len(data) + len(topic)
-            if size > self.max_bytes:
-                self._count_drop(1)
-                return values
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if key is not None:
-                    n, b = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE key = ?", (key,)).fetchone()
-                    if n:
-                        db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-                        self.rows, self.bytes = self.rows - n, self.bytes - b
-                dropped = self._make_room(size)
-                db.execute("INSERT INTO outbox (topic, payload, qos, retain, key, size, created) VALUES (?,?,?,?,?,?,?)",
-                           (topic, data, qos, int(retain), key, size, time.time()))
-                for c, v in values.items():
-                    db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (c, v))
-                if dropped:
-                    db.execute("INSERT INTO meta (name, value) VALUES ('dropped', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                               (self._counters.get("dropped", 0) + dropped,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                self.rows, self.bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
-                raise
-            self._counters.update(values)
+            if not self._tx:
+                db.execute("BEGIN IMMEDIATE")
+                self._tx = True
+            if size > self.max_bytes:
+                self._set("dropped", self.dropped + 1)
+                return values
+            if key is not None and key in self._keyed:
+                old_id, old_size = self._keyed.pop(key)
+                if db.execute("DELETE FROM outbox WHERE id = ?", (old_id,)).rowcount:
+                    self.rows, self.bytes = self.rows - 1, self.bytes - old_size
+            dropped = self._make_room(size)
+            rid = db.execute("INSERT INTO outbox (topic, payload, qos, retain, key, size, created) VALUES (?,?,?,?,?,?,?)",
+                             (topic, data, qos, int(retain), key, size, time.time())).lastrowid
+            for c, v in values.items():
+                self._set(c, v)
             if dropped:
-                self._counters["dropped"] = self._counters.get("dropped", 0) + dropped
+                self._set("dropped", self.dropped + dropped)
             self.rows += 1
             self.bytes += size
-            self.dirty = True
+            self.last_id = rid
+            if key is not None:
+                self._keyed[key] = (rid, size)
             return values
+
+    def _set(self, name: str, value: int) -> None:
+        self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                         (name, value))
+        self._counters[name] = value
 
     def _make_room(self, size: int) -> int:
         """Delete the oldest rows not yet handed to the client until one more row of ``size`` fits."""
@@ -137,11 +174,6 @@ class Outbox:
             self.bytes -= freed
             dropped += len(take)
         return dropped
-
-    def _count_drop(self, n: int) -> None:
-        self._counters["dropped"] = self._counters.get("dropped", 0) + n
-        self._db.execute("INSERT INTO meta (name, value) VALUES ('dropped', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                         (self._counters["dropped"],))
 
     # ------------------------------------------------------------------ publishing (publisher thread)
     def fetch(self, after: int, limit: int) -> list[Row]:

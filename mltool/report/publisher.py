@@ -141,7 +141,8 @@ class Publisher:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected = False
         if self.connections and not self._stopping and not self._outage_logged:
-            self.log(f"MQTT connection to {self.cfg.broker} lost ({reason}): buffering in the outbox")
+            why = "closed by the broker or the network" if str(reason) == "Unspecified error" else str(reason)
+            self.log(f"MQTT connection to {self.cfg.broker} lost ({why}): buffering in the outbox")
             self._outage_logged = True
         self._wake.set()
 
@@ -212,7 +213,7 @@ class Publisher:
                 self._inflight.clear()
             self._resync = False
         room = WINDOW - len(self._inflight)
-        if room <= 0:
+        if room <= 0 or self.outbox.last_id <= self.outbox.handed:
             return
         for row in self.outbox.fetch(self.outbox.handed, room):
             info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)

@@ -47,7 +47,19 @@ class Reporter(Protocol):
         """The run begins: ``info`` is ``Predictor.describe()`` plus ``source`` and ``source_kind``."""
 
     def result(self, result: Result) -> None:
-        """One result (inference thread: must return quickly)."""
+        try:
+            messages = self.lifecycle.update(result)
+            changed = self.state.update(result, bool(self.lifecycle.active))
+            if not messages and not changed:
+                return  # most frames: bookkeeping only, no I/O, no wake-up
+            with self.outbox.batch():  # one commit for this result's messages
+                for kind, ev in messages:
+                    self._event(kind, ev, result)
+                if changed:
+                    self._state("change")
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+        self.publisher.wake()
 
     def event(self, event: dict[str, Any] | SourceEvent) -> None:
         """A source event (error, lost, reconnected, stalled)."""
@@ -123,14 +135,19 @@ class MqttReporter:
         self.publisher.wake()
 
     def result(self, result: Result) -> None:
+        written = False
         try:
-            for kind, ev in self.lifecycle.update(result):
-                self._event(kind, ev, result)
-            if self.state.update(result, bool(self.lifecycle.active)):
-                self._state("change")
+            with self.outbox.batch():  # one commit for this result's messages
+                for kind, ev in self.lifecycle.update(result):
+                    self._event(kind, ev, result)
+                    written = True
+                if self.state.update(result, bool(self.lifecycle.active)):
+                    self._state("change")
+                    written = True
         except sqlite3.Error as exc:
             self._write_failed(exc)
-        self.publisher.wake()
+        if written:  # waking the publisher for nothing would cost the inference thread its GIL
+            self.publisher.wake()
 
     def event(self, event: dict[str, Any] | SourceEvent) -> None:
         kind = event.get("event", "") if isinstance(event, dict) else event.kind
@@ -194,7 +211,8 @@ class MqttReporter:
             self.publisher.submit(lambda: self._snapshot(result))
 
     def _state(self, reason: str) -> None:
-        with self._lock:
+        # the outbox's lock first, then ours: the same order on the inference and heartbeat threads
+        with self.outbox.batch(), self._lock:
             if self._alink:
                 values = alink_state_values(self.state, self.ctx.task)
                 self.outbox.put(self._topic_post(), lambda c: dumps(alink_post(c["alink"], values, self.cfg.alink_properties)),

@@ -216,7 +216,7 @@ main(sys.argv[1:])
 """
 
 
-def test_last_will_when_killed_then_backlog_after_kill_9(mosquitto, mjpeg, cli, fire_models, fire_video, fire_threshold,
+def test_stopped_heartbeat_last_will_and_backlog_after_kill_9(mosquitto, mjpeg, cli, fire_models, fire_video, fire_threshold,
                                                          synth_fire_dir, tmp_path):
     broker = mosquitto.broker().start()
     sub = mosquitto.subscriber(broker, ["t/lw/available"])
@@ -226,13 +226,25 @@ def test_last_will_when_killed_then_backlog_after_kill_9(mosquitto, mjpeg, cli, 
         return [sys.executable, "-c", DEVICE_ONLY, "infer", str(fire_models["int8"]), camera.url, "--alert-threshold",
                 str(fire_threshold), *mqtt_args(broker, tmp_path, device)]
 
+    # a service stopped cleanly (SIGTERM) says "stopped"; heartbeats come every --mqtt-interval
+    states = mosquitto.subscriber(broker, ["t/lw/state"])
+    proc = subprocess.Popen([*cmd("lw"), "--mqtt-interval", "0.3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert states.wait_for(lambda ms: sum(m.json()["reason"] == "heartbeat" for m in ms) >= 2, 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read()
+    assert sub.wait_for(lambda ms: [m.payload for m in ms] == [b"online", b"stopped"], 10)
+    assert states.json("t/lw/state")[-1]["reason"] == "stop"
+
+    # killed: the broker publishes the last will, retained
     proc = subprocess.Popen(cmd("lw"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert sub.wait_for(lambda ms: [m.payload for m in ms] == [b"online"], 60)
+        assert sub.wait_for(lambda ms: [m.payload for m in ms][2:] == [b"online"], 60)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    assert sub.wait_for(lambda ms: [m.payload for m in ms] == [b"online", b"offline"], 10)
+    assert sub.wait_for(lambda ms: [m.payload for m in ms][2:] == [b"online", b"offline"], 10)
     late = mosquitto.subscriber(broker, ["t/lw/available"])
     assert late.wait_for(lambda ms: len(ms) == 1, 5) and late.messages[0].payload == b"offline" and late.messages[0].retain
 
