@@ -3,17 +3,19 @@ the broker has acknowledged it. SQLite in WAL mode, standard library only.
 
 Why it looks like this:
 
-* ``put`` is the only outbox work on the inference path: one small transaction (an INSERT, and
-  a counter UPDATE) with ``synchronous=NORMAL`` (no fsync; the row survives ``kill -9`` as soon as
-  ``put`` returns). The publisher thread checkpoints (fsyncs) about once a second, so a power cut
-  can cost at most the last second of results, and inference never waits on the SD card.
+* ``put`` is the only outbox work on the inference path, and one result's messages are a single
+  INSERT statement: triggers replace keyed rows and persist counters inside it, so the inference
+  thread releases the GIL (to the publisher's threads) once per write, not once per bookkeeping
+  step. ``synchronous=NORMAL``: no fsync, yet the row survives ``kill -9`` as soon as ``put``
+  returns. The publisher thread checkpoints (fsyncs) about once a second, so a power cut can cost
+  at most the last second of results, and inference never waits on the SD card.
 * Row ids never repeat (AUTOINCREMENT), so "everything after the last row handed to the client"
   is the backlog, oldest first, then live messages.
 * Bounded by rows and bytes: the oldest rows not yet handed to the client are dropped first and
   counted (``dropped`` survives restarts). Rows with a ``key`` (the retained state, discovery
   configs) replace their unsent predecessor instead of queueing behind it.
-* Counters (message sequence numbers, event numbers) live in the same file and advance in the
-  same transaction as the row that carries them: no gaps, no reuse after a crash.
+* Counters (message sequence numbers, event numbers; at most two per row) live in the same file
+  and advance in the same statement as the row that carries them: no gaps, no reuse after a crash.
 """
 
 from __future__ import annotations
@@ -32,10 +34,21 @@ from mltool.errors import ConfigError, DataError
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
-    qos INTEGER NOT NULL, retain INTEGER NOT NULL, key TEXT, size INTEGER NOT NULL, created REAL NOT NULL);
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, key TEXT, size INTEGER NOT NULL, created REAL NOT NULL,
+    c1 TEXT, v1 INTEGER, c2 TEXT, v2 INTEGER);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox(key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS outbox_keyed AFTER INSERT ON outbox WHEN NEW.key IS NOT NULL BEGIN
+    DELETE FROM outbox WHERE key = NEW.key AND id < NEW.id; END;
+CREATE TRIGGER IF NOT EXISTS outbox_c1 AFTER INSERT ON outbox WHEN NEW.c1 IS NOT NULL BEGIN
+    INSERT INTO meta (name, value) VALUES (NEW.c1, NEW.v1)
+    ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value); END;
+CREATE TRIGGER IF NOT EXISTS outbox_c2 AFTER INSERT ON outbox WHEN NEW.c2 IS NOT NULL BEGIN
+    INSERT INTO meta (name, value) VALUES (NEW.c2, NEW.v2)
+    ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value); END;
 """
+_INSERT = "INSERT INTO outbox (topic, payload, qos, retain, key, size, created, c1, v1, c2, v2) VALUES "
+_VALUES = "(?,?,?,?,?,?,?,?,?,?,?)"
 
 
 @dataclass
@@ -54,14 +67,18 @@ class Outbox:
         self.path = Path(path)
         self.max_rows = max_rows
         self.max_bytes = max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lockfile = _lock(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lockfile = _lock(self.path)
+        except OSError as exc:
+            raise DataError(f"cannot create the MQTT outbox {self.path}: {exc.strerror}",
+                            "pass a writable file to --mqtt-outbox") from None
         self._lock = threading.RLock()
         self.handed = 0  # rows with id <= handed are with the MQTT client: never dropped
         self.last_id = 0  # the newest row written (the publisher fetches only when it moved)
         self._keyed: dict[str, tuple[int, int]] = {}  # key -> (row id, size) of its latest row
         self._depth = 0  # batch() nesting
-        self._tx = False  # a transaction is open in the current batch
+        self._pending: list[tuple] = []  # puts of the current batch
         try:
             self._db = self._connect()
             self._db.executescript(_SCHEMA)
@@ -92,8 +109,8 @@ class Outbox:
     # ------------------------------------------------------------------ writing (any thread)
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Every ``put`` inside shares one transaction (opened by the first put, so an empty
-        batch costs nothing): one result's event and state messages are one commit."""
+        """Every ``put`` inside is written by one statement when the batch ends (nothing, if
+        nothing was put): one result's event and state messages are one write."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -102,78 +119,103 @@ class Outbox:
                 finally:
                     self._depth -= 1
                 return
-            self._depth = 1
+            self._depth, self._pending = 1, []
             try:
                 yield
-                if self._tx:
-                    self._db.execute("COMMIT")
-                    self.dirty = True
+                if self._pending:
+                    self._flush()
             except BaseException:
-                if self._tx:
-                    self._db.execute("ROLLBACK")
-                    self._reload()
+                self._reload()  # the counters advanced for messages that were not written
                 raise
             finally:
-                self._depth, self._tx = 0, False
+                self._depth, self._pending = 0, []
 
     def put(self, topic: str, payload: bytes | Callable[[dict[str, int]], bytes], *, qos: int = 1,
             retain: bool = False, key: str | None = None, counters: Iterable[str] = ()) -> dict[str, int]:
-        """Store one message. ``counters`` are advanced with it; a callable ``payload`` receives
-        their new values (so a sequence number is part of the message it numbers)."""
+        """Store one message. ``counters`` (at most two) are advanced with it; a callable
+        ``payload`` receives their new values (so a sequence number is part of the message it
+        numbers)."""
         with self.batch():
             values = {c: self._counters.get(c, 0) + 1 for c in counters}
             data = payload(values) if callable(payload) else payload
-            size = len(data) + len(topic)
-            db = self._db
-            if not self._tx:
-                db.execute("BEGIN IMMEDIATE")
-                self._tx = True
-            if size > self.max_bytes:
-                self._set("dropped", self.dropped + 1)
-                return values
-            if key is not None and key in self._keyed:
-                old_id, old_size = self._keyed.pop(key)
-                if db.execute("DELETE FROM outbox WHERE id = ?", (old_id,)).rowcount:
-                    self.rows, self.bytes = self.rows - 1, self.bytes - old_size
-            dropped = self._make_room(size)
-            rid = db.execute("INSERT INTO outbox (topic, payload, qos, retain, key, size, created) VALUES (?,?,?,?,?,?,?)",
-                             (topic, data, qos, int(retain), key, size, time.time())).lastrowid
-            for c, v in values.items():
-                self._set(c, v)
-            if dropped:
-                self._set("dropped", self.dropped + dropped)
-            self.rows += 1
-            self.bytes += size
-            self.last_id = rid
-            if key is not None:
-                self._keyed[key] = (rid, size)
+            self._counters.update(values)
+            self._pending.append((topic, data, qos, retain, key, len(data) + len(topic), values))
             return values
+
+    def _flush(self) -> None:
+        pending, db = self._pending, self._db
+        fits = [p for p in pending if p[5] <= self.max_bytes]  # larger than the whole bound: dropped
+        gone = {p[4]: self._keyed[p[4]][1] for p in fits if p[4] in self._keyed}  # replaced by the trigger
+        rows = self.rows + len(fits) - len(gone)
+        size = self.bytes + sum(p[5] for p in fits) - sum(gone.values())
+        params: list[object] = []
+        now = time.time()
+        for topic, data, qos, retain, key, n, values in fits:
+            (c1, v1), (c2, v2) = (list(values.items()) + [(None, None)] * 2)[:2]
+            params += [topic, data, qos, int(retain), key, n, now, c1, v1, c2, v2]
+        sql = _INSERT + ",".join([_VALUES] * len(fits))
+        if len(fits) == len(pending) and rows <= self.max_rows and size <= self.max_bytes:
+            last = db.execute(sql, params).lastrowid  # the fast path: one statement, its own transaction
+        else:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                keep = {self._keyed[k][0] for k in gone}  # replaced by the insert's trigger anyway
+                dropped = len(pending) - len(fits) + self._make_room(rows - self.rows, size - self.bytes, keep)
+                for p in pending:
+                    if p[5] > self.max_bytes:  # never written, but its numbers stay used
+                        for c in p[6]:
+                            self._set(c, self._counters[c])
+                self._set("dropped", self.dropped + dropped)
+                last = db.execute(sql, params).lastrowid if fits else self.last_id
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        rid = last - len(fits)
+        for topic, data, qos, retain, key, n, values in fits:
+            rid += 1
+            if key is not None:
+                old = self._keyed.get(key)
+                if old is not None:
+                    self.rows, self.bytes = self.rows - 1, self.bytes - old[1]
+                self._keyed[key] = (rid, n)
+            self.rows += 1
+            self.bytes += n
+        self.last_id = last
+        self.dirty = True
 
     def _set(self, name: str, value: int) -> None:
         self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                          (name, value))
         self._counters[name] = value
 
-    def _make_room(self, size: int) -> int:
-        """Delete the oldest rows not yet handed to the client until one more row of ``size`` fits."""
+    def _make_room(self, add_rows: int, add_bytes: int, keep: set[int]) -> int:
+        """Delete the oldest rows not yet handed to the client (nor in ``keep``) until
+        ``add_rows`` more rows of ``add_bytes`` fit; returns how many were deleted."""
         dropped = 0
-        while self.rows + 1 > self.max_rows or self.bytes + size > self.max_bytes:
-            over_rows = max(self.rows + 1 - self.max_rows, 0)
-            batch = self._db.execute("SELECT id, size FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                                     (self.handed, max(over_rows, 16))).fetchall()
+        while self.rows + add_rows > self.max_rows or self.bytes + add_bytes > self.max_bytes:
+            over_rows = max(self.rows + add_rows - self.max_rows, 0)
+            batch = [(rid, s) for rid, s in self._db.execute(
+                "SELECT id, size FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (self.handed, max(over_rows, 16) + len(keep))) if rid not in keep]
             if not batch:
                 break  # everything left is in flight: allow the overshoot (at most one window)
             take, freed = [], 0
             for rid, s in batch:
                 take.append(rid)
                 freed += s
-                if self.rows - len(take) + 1 <= self.max_rows and self.bytes - freed + size <= self.max_bytes:
+                if self.rows - len(take) + add_rows <= self.max_rows and self.bytes - freed + add_bytes <= self.max_bytes:
                     break
             self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(take))})", take)
+            self._forget(set(take))
             self.rows -= len(take)
             self.bytes -= freed
             dropped += len(take)
         return dropped
+
+    def _forget(self, ids: set[int]) -> None:
+        for key in [k for k, (rid, _) in self._keyed.items() if rid in ids]:
+            del self._keyed[key]
 
     # ------------------------------------------------------------------ publishing (publisher thread)
     def fetch(self, after: int, limit: int) -> list[Row]:
@@ -191,6 +233,7 @@ class Outbox:
             if n:
                 self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)
                 self.rows, self.bytes = self.rows - n, self.bytes - b
+                self._forget(set(ids))
 
     def checkpoint(self) -> None:
         """Make what ``put`` wrote durable (fsync) without holding up writers."""

@@ -48,6 +48,7 @@ class Publisher:
         self._drain_deadline = 0.0
         self._first = threading.Event()
         self._refused: str | None = None
+        self._closed_early: str | None = None
         self._outage_logged = False
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -69,9 +70,14 @@ class Publisher:
         if self._username:
             c.username_pw_set(self._username, self._password)
         if self.cfg.tls:
-            c.tls_set(ca_certs=str(self.cfg.ca) if self.cfg.ca else None,
-                      certfile=str(self.cfg.cert) if self.cfg.cert else None,
-                      keyfile=str(self.cfg.key) if self.cfg.key else None)
+            try:
+                c.tls_set(ca_certs=str(self.cfg.ca) if self.cfg.ca else None,
+                          certfile=str(self.cfg.cert) if self.cfg.cert else None,
+                          keyfile=str(self.cfg.key) if self.cfg.key else None)
+            except (ssl.SSLError, OSError) as exc:
+                raise ReportError(f"cannot use the TLS files for {self.cfg.url_masked}: {_ssl_reason(exc)}",
+                                  "--mqtt-ca, --mqtt-cert and --mqtt-key take PEM files, and the key must be the "
+                                  "certificate's") from None
         if self.availability:
             topic, _, will = self.availability
             c.will_set(topic, will, qos=1, retain=True)
@@ -104,12 +110,16 @@ class Publisher:
         if not self._first.wait(wait_s):
             self.log(f"{where} did not answer within {wait_s:.0f} s: buffering results and retrying")
             self._outage_logged = True
-        elif self._refused is not None:
-            c.loop_stop()
+        elif self._refused is not None or self._closed_early is not None:
             c.disconnect()
-            raise ReportError(f"{where} refused the connection: {self._refused}",
-                              "check the user name and password (MLTOOL_MQTT_USERNAME/MLTOOL_MQTT_PASSWORD or "
-                              "--mqtt-credentials) and the broker's ACL")
+            c.loop_stop()
+            if self._refused is not None:
+                raise ReportError(f"{where} refused the connection: {self._refused}",
+                                  "check the user name and password (MLTOOL_MQTT_USERNAME/MLTOOL_MQTT_PASSWORD or "
+                                  "--mqtt-credentials) and the broker's ACL")
+            raise ReportError(f"{where} closed the connection before accepting it",
+                              "check the port is an MQTT broker's; if it wants a TLS client certificate, pass "
+                              "--mqtt-cert and --mqtt-key; the broker's log says why")
         self._start_feeder()
 
     def _start_feeder(self) -> None:
@@ -140,6 +150,10 @@ class Publisher:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected = False
+        if not self._first.is_set():  # closed before CONNACK: not an MQTT broker, or TLS refused us
+            self._closed_early = str(reason)
+            self._first.set()
+            return
         if self.connections and not self._stopping and not self._outage_logged:
             why = "closed by the broker or the network" if str(reason) == "Unspecified error" else str(reason)
             self.log(f"MQTT connection to {self.cfg.broker} lost ({why}): buffering in the outbox")
@@ -243,8 +257,9 @@ class Publisher:
         c.loop_stop()
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
+def _ssl_reason(exc: OSError) -> str:
     verify = getattr(exc, "verify_message", None)
     if verify:
         return f"certificate verify failed: {verify}"
-    return str(exc.reason or exc).replace("_", " ").lower()
+    reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+    return str(reason).replace("_", " ").lower()

@@ -154,6 +154,13 @@ def test_tls_client_certificate_and_password_from_environment(cli, mosquitto, fi
     assert untrusted.stderr.startswith(f"Error: TLS handshake with MQTT broker {broker.url('sec', user='pi')} failed: "
                                        "certificate verify failed") and untrusted.stderr.count("\n") == 1
 
+    no_cert = cli(base[:-4], env={"MLTOOL_MQTT_PASSWORD": "s3cret-pw"})  # the broker wants a client certificate
+    assert no_cert.exit_code == 1 and no_cert.stderr.startswith(
+        f"Error: MQTT broker {broker.url('sec', user='pi')} closed the connection before accepting it. Fix: ")
+    wrong_key = cli([*base[:-1], tls.server_key], env={"MLTOOL_MQTT_PASSWORD": "s3cret-pw"})
+    assert wrong_key.exit_code == 1 and wrong_key.stderr.startswith(
+        f"Error: cannot use the TLS files for {broker.url('sec', user='pi')}: key values mismatch. Fix: ")
+
     # a password in the URL works, but is called out, and masked everywhere mltool prints the URL
     url = broker.url("sec").replace("mqtts://", "mqtts://pi:s3cret-pw@")
     shown = cli([*base[:7], url, *base[8:]])

@@ -148,9 +148,21 @@ def test_outbox_bound_drops_oldest_unsent_and_counts(tmp_path):
     for _ in range(30):
         sized.put("t", b"x" * 99)  # 100 bytes with the topic
     assert sized.rows == 10 and sized.bytes == 1000 and sized.dropped == 20
-    sized.put("t", b"y" * 5000)  # larger than the whole bound: dropped, counted
+    sized.put("t", b"y" * 5000, counters=("events",))  # larger than the whole bound: dropped, counted
     assert sized.rows == 10 and sized.dropped == 21
     sized.close()
+    sized = Outbox(tmp_path / "s.sqlite", max_bytes=1000)
+    assert sized.counter("events") == 1 and sized.dropped == 21  # its number stays used: receivers see the gap
+    with sized.batch():  # one statement: the state replaces its unsent predecessor, the event is added
+        sized.put("t/state", b"s", key="state")
+        sized.put("t/events", lambda c: str(c["events"]).encode(), counters=("events", "event"))
+        sized.put("t/state", b"s2", key="state")
+    assert [r.payload for r in sized.fetch(0, 100)][-2:] == [b"2", b"s2"]
+    db = sqlite3.connect(tmp_path / "s.sqlite")  # the in-memory mirror matches the file
+    assert (sized.rows, sized.bytes) == db.execute("SELECT COUNT(*), SUM(size) FROM outbox").fetchone() == (11, 918)
+    assert sized.dropped == 22  # one 100-byte row made room under the 1000-byte bound
+    sized.close()
+    assert Outbox(tmp_path / "s.sqlite").counter("event") == 1
 
 
 def test_outbox_rows_survive_a_crash_without_close(tmp_path):
