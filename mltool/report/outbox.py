@@ -20,14 +20,14 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mltool.errors import ConfigError, DataError
 
@@ -79,6 +79,7 @@ class Outbox:
         self._keyed: dict[str, tuple[int, int]] = {}  # key -> (row id, size) of its latest row
         self._depth = 0  # batch() nesting
         self._pending: list[tuple] = []  # puts of the current batch
+        self._batch = _Batch(self)
         try:
             self._db = self._connect()
             self._db.executescript(_SCHEMA)
@@ -107,35 +108,17 @@ class Outbox:
                        db.execute("SELECT key, id, size FROM outbox WHERE key IS NOT NULL ORDER BY id")}
 
     # ------------------------------------------------------------------ writing (any thread)
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> _Batch:
         """Every ``put`` inside is written by one statement when the batch ends (nothing, if
-        nothing was put): one result's event and state messages are one write."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._depth, self._pending = 1, []
-            try:
-                yield
-                if self._pending:
-                    self._flush()
-            except BaseException:
-                self._reload()  # the counters advanced for messages that were not written
-                raise
-            finally:
-                self._depth, self._pending = 0, []
+        nothing was put): one result's event and state messages are one write. Re-entrant."""
+        return self._batch
 
     def put(self, topic: str, payload: bytes | Callable[[dict[str, int]], bytes], *, qos: int = 1,
             retain: bool = False, key: str | None = None, counters: Iterable[str] = ()) -> dict[str, int]:
         """Store one message. ``counters`` (at most two) are advanced with it; a callable
         ``payload`` receives their new values (so a sequence number is part of the message it
         numbers)."""
-        with self.batch():
+        with self._batch:
             values = {c: self._counters.get(c, 0) + 1 for c in counters}
             data = payload(values) if callable(payload) else payload
             self._counters.update(values)
@@ -266,6 +249,36 @@ class Outbox:
         if self._lockfile is not None:
             os.close(self._lockfile)
             self._lockfile = None
+
+
+class _Batch:
+    """``with outbox.batch():`` (a plain class: this is on the inference path)."""
+
+    def __init__(self, box: Outbox) -> None:
+        self.box = box
+
+    def __enter__(self) -> None:
+        box = self.box
+        box._lock.acquire()
+        box._depth += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        box = self.box
+        try:
+            if box._depth == 1:
+                if exc_type is not None:
+                    box._reload()  # the counters advanced for messages that were not written
+                elif box._pending:
+                    try:
+                        box._flush()
+                    except BaseException:
+                        box._reload()
+                        raise
+        finally:
+            box._depth -= 1
+            if box._depth == 0:
+                box._pending = []
+            box._lock.release()
 
 
 def _lock(path: Path) -> int | None:

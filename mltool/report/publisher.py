@@ -21,6 +21,10 @@ from mltool.report.config import MqttConfig, ReportError
 from mltool.report.outbox import Outbox
 
 WINDOW = 100  # unacknowledged messages handed to the client at a time
+# Rounds of work start at most this often: a round wakes this thread and paho's, and each of
+# them takes the GIL from the inference thread; gathering a few messages per round keeps
+# those hand-overs rare (a message waits at most this long more).
+LINGER_S = 0.025
 
 
 class Publisher:
@@ -177,29 +181,43 @@ class Publisher:
         self._timers.append([interval, time.monotonic() + interval, fn])
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
+        last_sync = last_round = time.monotonic()
+        failing: str | None = None
         while True:
             now = time.monotonic()
             due = min([t[1] for t in self._timers] + [now + 0.5])
             self._wake.wait(max(0.0, min(due - now, 0.5)))
+            linger = last_round + LINGER_S - time.monotonic()
+            if linger > 0 and not self._stopping:
+                time.sleep(linger)
+            last_round = time.monotonic()
             self._wake.clear()
-            self._take_acks()
-            while self._jobs:
-                self._guard(self._jobs.popleft())
-            now = time.monotonic()
-            for t in self._timers:
-                if now >= t[1]:
-                    t[1] = now + t[0]
-                    self._guard(t[2])
-            if now - last_sync >= 1.0:
-                self.outbox.checkpoint()
-                last_sync = now
-            if self.connected:
-                self._feed()
+            try:
+                self._take_acks()
+                while self._jobs:
+                    self._guard(self._jobs.popleft())
+                now = time.monotonic()
+                for t in self._timers:
+                    if now >= t[1]:
+                        t[1] = now + t[0]
+                        self._guard(t[2])
+                if now - last_sync >= 1.0:
+                    self.outbox.checkpoint()
+                    last_sync = now
+                if self.connected:
+                    self._feed()
+                failing = None
+            except Exception as exc:  # e.g. a full disk: say it once, keep trying
+                if failing != str(exc):
+                    self.log(f"MQTT publisher: {type(exc).__name__}: {exc}; retrying")
+                    failing = str(exc)
+                time.sleep(1.0)
             if self._stopping and (time.monotonic() >= self._drain_deadline or not self.connected
                                    or (self.outbox.rows == 0 and not self._inflight and not self._jobs)):
-                self._take_acks()
-                self.outbox.checkpoint()
+                while self._jobs:  # snapshots still to encode go to the outbox for next time
+                    self._guard(self._jobs.popleft())
+                self._guard(self._take_acks)
+                self._guard(self.outbox.checkpoint)
                 return
 
     def _guard(self, fn: Callable[[], None]) -> None:

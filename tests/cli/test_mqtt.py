@@ -107,7 +107,8 @@ def test_event_lifecycle_state_snapshot_discovery_on_a_video(cli, mosquitto, fir
 
     assert [m.payload for m in sub.on("t/cam/available")] == [b"online", b"stopped"]
     states = sub.json("t/cam/state")
-    assert states[0]["reason"] == "start" and states[-1]["reason"] == "stop"
+    # the state is a latest value: an unsent one is replaced by the next (so "start" may never leave)
+    assert {s["reason"] for s in states} <= {"start", "change", "stop"} and states[-1]["reason"] == "stop"
     assert any(s["active"] and s["events"] == ["cam-1"] for s in states)
     assert states[-1]["frames"] == len(results) and states[-1]["outbox"]["dropped"] == 0
     assert summary["mqtt"] == {"broker": broker.url("t"), "format": "json", "published": summary["mqtt"]["published"],
