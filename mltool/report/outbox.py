@@ -14,8 +14,10 @@ Why it looks like this:
 * Bounded by rows and bytes: the oldest rows not yet handed to the client are dropped first and
   counted (``dropped`` survives restarts). Rows with a ``key`` (the retained state, discovery
   configs) replace their unsent predecessor instead of queueing behind it.
-* Counters (message sequence numbers, event numbers; at most two per row) live in the same file
-  and advance in the same statement as the row that carries them: no gaps, no reuse after a crash.
+* Counters (message sequence numbers, event numbers; at most two per row) are columns of the row
+  that carries them, and move to the ``meta`` table in the statement that deletes the row (a
+  trigger, on the publisher's thread): a number is always in the file, so none is reused after
+  a crash, and the inference path never writes the ``meta`` page.
 """
 
 from __future__ import annotations
@@ -40,11 +42,10 @@ CREATE INDEX IF NOT EXISTS outbox_key ON outbox(key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS outbox_keyed AFTER INSERT ON outbox WHEN NEW.key IS NOT NULL BEGIN
     DELETE FROM outbox WHERE key = NEW.key AND id < NEW.id; END;
-CREATE TRIGGER IF NOT EXISTS outbox_c1 AFTER INSERT ON outbox WHEN NEW.c1 IS NOT NULL BEGIN
-    INSERT INTO meta (name, value) VALUES (NEW.c1, NEW.v1)
-    ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value); END;
-CREATE TRIGGER IF NOT EXISTS outbox_c2 AFTER INSERT ON outbox WHEN NEW.c2 IS NOT NULL BEGIN
-    INSERT INTO meta (name, value) VALUES (NEW.c2, NEW.v2)
+CREATE TRIGGER IF NOT EXISTS outbox_counters AFTER DELETE ON outbox WHEN OLD.c1 IS NOT NULL BEGIN
+    INSERT INTO meta (name, value) VALUES (OLD.c1, OLD.v1)
+    ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value);
+    INSERT INTO meta (name, value) SELECT OLD.c2, OLD.v2 WHERE OLD.c2 IS NOT NULL
     ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value); END;
 """
 _INSERT = "INSERT INTO outbox (topic, payload, qos, retain, key, size, created, c1, v1, c2, v2) VALUES "
@@ -104,6 +105,9 @@ class Outbox:
         self.rows, self.bytes, self.last_id = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox").fetchone()
         self._counters = dict(db.execute("SELECT name, value FROM meta").fetchall())
+        for name, value in db.execute("SELECT c1, MAX(v1) FROM outbox WHERE c1 IS NOT NULL GROUP BY c1 UNION ALL "
+                                      "SELECT c2, MAX(v2) FROM outbox WHERE c2 IS NOT NULL GROUP BY c2"):
+            self._counters[name] = max(value, self._counters.get(name, 0))
         self._keyed = {key: (rid, size) for key, rid, size in
                        db.execute("SELECT key, id, size FROM outbox WHERE key IS NOT NULL ORDER BY id")}
 
@@ -279,6 +283,23 @@ class _Batch:
             if box._depth == 0:
                 box._pending = []
             box._lock.release()
+
+
+def read_counter(path: str | Path, name: str) -> int:
+    """The last number ``name`` has handed out in the outbox at ``path``, read-only (another
+    process may be writing it): for tools and tests."""
+    if not Path(path).exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT MAX(v) FROM (SELECT value AS v FROM meta WHERE name = ?1 UNION ALL "
+                         "SELECT v1 FROM outbox WHERE c1 = ?1 UNION ALL SELECT v2 FROM outbox WHERE c2 = ?1)",
+                         (name,)).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        row = None
+    finally:
+        db.close()
+    return (row[0] or 0) if row else 0
 
 
 def _lock(path: Path) -> int | None:

@@ -51,8 +51,8 @@ class Reporter(Protocol):
             messages = self.lifecycle.update(result)
             changed = self.state.update(result, bool(self.lifecycle.active))
             if not messages and not changed:
-                return  # most frames: bookkeeping only, no I/O, no wake-up
-            with self.outbox.batch():  # one commit for this result's messages
+                return  # most frames: bookkeeping only, no I/O, no wake-up (which would cost the GIL)
+            with self.outbox.batch():  # one statement for this result's messages
                 for kind, ev in messages:
                     self._event(kind, ev, result)
                 if changed:

@@ -159,15 +159,9 @@ def kill9(tmp: Path, n: int) -> dict:
 
 
 def _counter(outbox: Path, name: str) -> int:
-    if not outbox.exists():
-        return 0
-    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-    except sqlite3.OperationalError:
-        row = None
-    db.close()
-    return row[0] if row else 0
+    from mltool.report.outbox import read_counter
+
+    return read_counter(outbox, name)
 
 
 def _rows(outbox: Path) -> int:

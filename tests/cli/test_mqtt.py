@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -284,16 +283,9 @@ def test_stopped_heartbeat_last_will_and_backlog_after_kill_9(mosquitto, mjpeg, 
 
 
 def _counter(outbox: Path, name: str) -> int:
-    if not outbox.exists():
-        return 0
-    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-    except sqlite3.OperationalError:  # not created yet
-        row = None
-    finally:
-        db.close()
-    return row[0] if row else 0
+    from mltool.report.outbox import read_counter
+
+    return read_counter(outbox, name)
 
 
 def test_broker_outage_mid_video_loses_nothing_and_keeps_order(mosquitto, fire_models, fire_video, fire_threshold, tmp_path):
