@@ -21,8 +21,11 @@ from mltool.report.lifecycle import Event, State
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps builds one per call
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 @dataclass
