@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # ---- system packages (Debian/Ubuntu) ---------------------------------------------------------
-# real Fashion-MNIST IDX files; a real sshd for deploy tests; a real headless browser for serve's live page
-APT_PACKAGES=(dataset-fashion-mnist openssh-server openssh-client chromium)
+# real Fashion-MNIST IDX files; a real sshd for deploy tests; a real headless browser for serve's live
+# page; a real MQTT broker and client for MQTT tests
+APT_PACKAGES=(dataset-fashion-mnist openssh-server openssh-client chromium mosquitto mosquitto-clients)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

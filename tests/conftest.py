@@ -311,3 +311,36 @@ def deploy_args(tmp_path, ssh_keys) -> list[str]:
     root.mkdir(parents=True)
     (root / "venv").symlink_to(Path(sys.prefix))
     return ["--identity", str(ssh_keys["key"]), "--known-hosts", str(tmp_path / "known_hosts"), "--remote-dir", str(root)]
+
+
+# --------------------------------------------------------------------------- MQTT: real Mosquitto
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """Factories for real Mosquitto brokers on loopback and real `mosquitto_sub` subscribers;
+    everything started is stopped at the end of the test."""
+    from tests.mosquitto import MOSQUITTO, Broker, Subscriber
+
+    if not Path(MOSQUITTO).exists():
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is missing in CI: scripts/setup.sh should install mosquitto and mosquitto-clients")
+        pytest.skip("mosquitto not installed")
+    started: list = []
+
+    class Factory:
+        @staticmethod
+        def broker(name: str = "broker", **kw) -> Broker:
+            b = Broker(tmp_path / f"mosquitto-{name}", **kw)
+            started.append(b)
+            return b
+
+        @staticmethod
+        def subscriber(broker: Broker, topics: list[str], **kw) -> Subscriber:
+            s = Subscriber(broker, topics, **kw)
+            started.insert(0, s)  # subscribers stop before brokers
+            return s.start()
+
+    yield Factory
+    for thing in started:
+        thing.stop()

@@ -73,3 +73,46 @@ def ssh_options(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**{p.name: p.annotation for p in own + extra}, "return": sig.return_annotation}
     return wrapper
+
+
+# --------------------------------------------------------------------------- MQTT options, once
+
+_MQTT_PARAMS = (
+    ("mqtt", Annotated[Optional[str], typer.Option("--mqtt", metavar="URL", help="Publish results: mqtt://[user@]host[:port]/prefix or mqtts://... (password: MLTOOL_MQTT_PASSWORD or --mqtt-credentials).")], None),
+    ("mqtt_qos", Annotated[int, typer.Option("--mqtt-qos", help="0 or 1 (at least once: kept in the outbox until the broker acknowledges).")], 1),
+    ("mqtt_interval", Annotated[float, typer.Option("--mqtt-interval", help="Seconds between state heartbeats.")], 30.0),
+    ("mqtt_device", Annotated[Optional[str], typer.Option("--mqtt-device", help="Device name in topics (default: host name).")], None),
+    ("mqtt_format", Annotated[str, typer.Option("--mqtt-format", help="json | alink (Alibaba Cloud IoT Platform thing model).")], "json"),
+    ("mqtt_discovery", Annotated[Optional[str], typer.Option("--mqtt-discovery", help="homeassistant: publish Home Assistant discovery configs.")], None),
+    ("mqtt_snapshot", Annotated[bool, typer.Option("--mqtt-snapshot", help="Publish a JPEG of the annotated frame with each new event.")], False),
+    ("mqtt_snapshot_max_kb", Annotated[int, typer.Option("--mqtt-snapshot-max-kb", help="Snapshot size cap in KB.")], 100),
+    ("mqtt_ca", Annotated[Optional[Path], typer.Option("--mqtt-ca", help="CA certificate (PEM) for mqtts:// (default: system CAs).")], None),
+    ("mqtt_cert", Annotated[Optional[Path], typer.Option("--mqtt-cert", help="Client certificate (PEM) for mqtts://.")], None),
+    ("mqtt_key", Annotated[Optional[Path], typer.Option("--mqtt-key", help="Client certificate's private key (PEM).")], None),
+    ("mqtt_credentials", Annotated[Optional[Path], typer.Option("--mqtt-credentials", help="KEY=VALUE file with MLTOOL_MQTT_* credentials (default: ~/.mltool/mqtt.env if present).")], None),
+    ("mqtt_outbox", Annotated[Optional[Path], typer.Option("--mqtt-outbox", help="Outbox file (default: ~/.mltool/outbox/DEVICE@HOST_PORT.sqlite).")], None),
+    ("mqtt_outbox_max", Annotated[str, typer.Option("--mqtt-outbox-max", help="Outbox bound: rows, size or both, e.g. 100000,64MB (oldest dropped first).")], "100000,100MB"),
+)
+
+
+def mqtt_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the ``--mqtt*`` options (declared once here). The command receives them as
+    ``mqtt``: an :class:`~mltool.report.config.MqttOptions`, or None when no ``--mqtt*`` option
+    was given. ``MqttOptions.resolve()`` validates them (usage errors, exit 2)."""
+    sig = inspect.signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "mqtt"]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in _MQTT_PARAMS]
+    defaults = {n: d for n, _, d in _MQTT_PARAMS}
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        from mltool.report.config import MqttOptions
+
+        values = {n: kwargs.pop(n) for n, _, _ in _MQTT_PARAMS}
+        given = any(values[n] != defaults[n] for n in values)
+        opts = MqttOptions(**{("url" if n == "mqtt" else n.removeprefix("mqtt_")): v for n, v in values.items()})
+        return command(mqtt=opts if given else None, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in own + extra}, "return": sig.return_annotation}
+    return wrapper

@@ -10,9 +10,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, ThreadsOpt
+from mltool.cli._options import (
+    DelegateOpt,
+    DelegateOptionOpt,
+    InputShapeOpt,
+    ThreadsOpt,
+    mqtt_options,
+)
 
 
+@mqtt_options
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
     source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
@@ -38,6 +45,7 @@ def infer(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
     max_reconnects: Annotated[Optional[int], typer.Option("--max-reconnects", help="Give up after N failed reopen attempts (default: never).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
+    mqtt: Any = None,
 ) -> None:
     """Run MODEL on a source and print predictions live; Ctrl-C or SIGTERM stops with a summary."""
     from mltool.cli._options import parse_floats
@@ -58,6 +66,12 @@ def infer(
         delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape),
     )
     console = stderr_console()
+    reporter = None
+    if mqtt is not None:  # validated before the model loads: a bad URL is a usage error
+        from mltool.report.reporter import MqttReporter
+
+        reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
+        reporter.connect()
     stop = threading.Event()
     stopped: dict[str, str] = {}
 
@@ -68,12 +82,20 @@ def infer(
 
     previous = signal.signal(signal.SIGTERM, on_signal) if threading.current_thread() is threading.main_thread() else None
     view = _View(console, json_out)
+    hooks = {"on_result": view.result, "on_event": view.event, "on_start": view.start}
+    if reporter is not None:
+        hooks = {k: _both(f, getattr(reporter, k[3:])) for k, f in hooks.items()}
+    mqtt_stats = None
     try:
-        summary = run_infer(cfg, on_result=view.result, on_event=view.event, on_start=view.start, stop=stop)
+        summary = run_infer(cfg, **hooks, stop=stop)
     finally:
         view.close()
+        if reporter is not None:
+            mqtt_stats = reporter.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if mqtt_stats is not None:
+        summary["mqtt"] = mqtt_stats
     if stopped.get("by"):
         summary["stopped_by"] = stopped["by"]
     elif summary["stopped_by"] == "interrupt":
@@ -88,6 +110,14 @@ def infer(
 
         raise DataError(f"no input from {summary['source']} could be processed ({summary['errors']} errors)",
                         "see the errors above")
+
+
+def _both(first: Any, second: Any) -> Any:
+    def call(x: Any) -> None:
+        first(x)
+        second(x)
+
+    return call
 
 
 class _View:
@@ -162,3 +192,7 @@ def _render_summary(console: Any, s: dict[str, Any]) -> None:
     )
     if s["saved_to"]:
         console.print(f"saved to {s['saved_to']}")
+    m = s.get("mqtt")
+    if m:
+        console.print(f"mqtt {m['broker']}: {m['published']} messages acknowledged, {m['events']} events, "
+                      f"{m['pending']} pending in the outbox, {m['dropped']} dropped", soft_wrap=True)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ["tensorflow", "keras", "numpy", "sklearn", "matplotlib", "cv2", "paramiko", "ai_edge_litert", "PIL"]
+HEAVY = ["tensorflow", "keras", "numpy", "sklearn", "matplotlib", "cv2", "paramiko", "ai_edge_litert", "PIL", "paho"]
 
 PROBE = """
 import json, sys
