@@ -8,9 +8,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, ThreadsOpt
+from mltool.cli._options import (
+    DelegateOpt,
+    DelegateOptionOpt,
+    InputShapeOpt,
+    ThreadsOpt,
+    mqtt_options,
+)
 
 
+@mqtt_options
 def serve(
     model: Annotated[str, typer.Argument(help="A .tflite, or a deployed model's name or folder (~/mltool/models/NAME): its current release is followed and hot-reloaded.", show_default=False)],
     host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
@@ -48,6 +55,8 @@ def serve(
     alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stderr.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Lifecycle events (ready, reload, stopped) as JSON lines on stdout.")] = False,
+    *,
+    mqtt: Any = None,
 ) -> None:
     """Serve MODEL over HTTP until SIGTERM (requests in flight are answered first); SIGHUP reloads."""
     from mltool.cli._options import parse_floats
@@ -70,15 +79,27 @@ def serve(
                       source=source if source is not None else camera, every=every, fps=fps, poll_s=poll,
                       access_log=access_log, predictor=predictor)
     console = stderr_console()
+    reporter = None
+    if mqtt is not None:  # validated before the model loads: a bad URL is a usage error
+        if cfg.source is None:
+            raise ConfigError("--mqtt reports what the live view sees", "add --source SRC or --camera [N]")
+        from mltool.report.reporter import MqttReporter
+
+        reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
+        reporter.connect()
     if cfg.exposed and cfg.api_key is None:
         console.print(f"[yellow]warning: listening on {host} without an API key: anyone who can reach this device can use "
                       "the model. Set MLTOOL_API_KEY or --api-key-file, or keep the default 127.0.0.1 and use `mltool tunnel`.[/yellow]",
                       soft_wrap=True)
 
     def event(e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if reporter is not None and kind in ("ready", "reload"):  # results name the release that made them
+            reporter.start({"model": e["file"], "source": cfg.source, "source_kind": e.get("live_kind"), "task": e.get("task")})
+        if reporter is not None and kind == "stopped":
+            e["mqtt"] = reporter.close()
         if json_out:
             print_json_line(e)
-        kind = e.get("event")
         if kind == "ready":
             console.print(f"serving {e['model']} (release {e['release']}) on {e['url']}  workers {e['workers']}, queue {e['queue']}"
                           + (f", following {e['follows']}" if e["follows"] else "") + (f", live view of {e['live']} at {e['url']}/" if e["live"] else "")
@@ -87,7 +108,12 @@ def serve(
             console.print(f"stopped: {e['requests']} requests, {e['inferences']} inferences, {e['reloads']} reloads "
                           f"({e['reload_failures']} failed)" + (f", {e['unfinished']} unfinished" if e["unfinished"] else ""), soft_wrap=True)
 
-    run_serve(cfg, on_event=event)
+    try:
+        run_serve(cfg, on_event=event, consumers=[reporter.result] if reporter else None,
+                  event_consumers=[reporter.event] if reporter else None)
+    finally:
+        if reporter is not None:
+            reporter.close()  # a second close is a no-op
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.I)

@@ -44,12 +44,14 @@ def encode_jpeg(result: Result, quality: int = 80) -> bytes | None:
 
 
 class LiveView:
-    def __init__(self, app: App, source: str, slot: int, consumers: list[Consumer] | None = None) -> None:
+    def __init__(self, app: App, source: str, slot: int, consumers: list[Consumer] | None = None,
+                 event_consumers: list[Callable[[dict[str, Any]], None]] | None = None) -> None:
         self.app = app
         self.cfg = app.cfg
         self.spec = source
         self.slot = slot
         self.consumers: list[Consumer] = list(consumers or [])
+        self.event_consumers = list(event_consumers or [])
         self.loop: asyncio.AbstractEventLoop | None = None
         self.latest: Result | None = None
         self.record: dict[str, Any] | None = None
@@ -96,6 +98,12 @@ class LiveView:
             raise ConfigError(f"{p.path} takes images but {self.spec} is a signal source", "pass an image/video/camera/stream source")
         self.label = self._source.label
 
+    @property
+    def kind(self) -> str | None:
+        """The source's kind (camera, stream, video, ...), once opened."""
+        src = getattr(self, "_source", None)
+        return src.kind if src is not None else None
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._changed = asyncio.Event()
@@ -110,7 +118,10 @@ class LiveView:
                 if self._stop.is_set():
                     break
                 if isinstance(item, SourceEvent):
-                    self._post({"event": item.kind, "source": self.label, "message": item.message, "timestamp": item.timestamp}, None, None)
+                    record = {"event": item.kind, "source": self.label, "message": item.message, "timestamp": item.timestamp}
+                    for consumer in list(self.event_consumers):
+                        self._call(consumer, record)
+                    self._post(record, None, None)
                     continue
                 seen += 1
                 if (seen - 1) % self.cfg.every:
@@ -118,12 +129,7 @@ class LiveView:
                 result, rid = self.app.engine.run_on_slot(self.slot, lambda p, rel: (p.predict_frame(item, source=self.label), rel.id))
                 self.frames += 1
                 for consumer in list(self.consumers):
-                    try:
-                        consumer(result)
-                    except Exception as exc:  # a consumer's bug must not stop the live loop
-                        self.consumer_errors += 1
-                        if self.consumer_errors <= 3:
-                            self.app.log(f"live consumer {getattr(consumer, '__name__', consumer)!r} failed: {type(exc).__name__}: {exc}")
+                    self._call(consumer, result)
                 record = {**result.as_dict(), "release": rid}
                 if result.size:
                     record["width"], record["height"] = result.size
@@ -138,6 +144,14 @@ class LiveView:
             self.state = f"failed: {exc}"
             self.app.log(f"live source {self.label} stopped: {type(exc).__name__}: {exc}")
         self._post({"event": "end", "source": self.label, "message": self.state, "timestamp": time.time()}, None, None)
+
+    def _call(self, consumer: Callable[[Any], None], value: Any) -> None:
+        try:
+            consumer(value)
+        except Exception as exc:  # a consumer's bug must not stop the live loop
+            self.consumer_errors += 1
+            if self.consumer_errors <= 3:
+                self.app.log(f"live consumer {getattr(consumer, '__name__', consumer)!r} failed: {type(exc).__name__}: {exc}")
 
     def _post(self, record: dict[str, Any], result: Result | None, jpeg: bytes | None) -> None:
         if self.loop is None or self.loop.is_closed():

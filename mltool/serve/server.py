@@ -102,7 +102,8 @@ class Reloader:
         st["last_error"] = st["failed_release"] = None
         self._failed = None
         _log(f"reloaded {self.app.name}: release {old.id if old else '-'} -> {new.id}")
-        self.on_event({"event": "reload", "model": self.app.name, "release": new.id, "previous": old.id if old else None})
+        self.on_event({"event": "reload", "model": self.app.name, "release": new.id, "previous": old.id if old else None,
+                       "file": str(new.path), "task": new.first.task})
 
     def _failure(self, rid: str, message: str) -> None:
         st = self.app.reload_state
@@ -115,9 +116,11 @@ class Reloader:
 
 
 def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = None,
+          event_consumers: list[Callable[[dict[str, Any]], None]] | None = None,
           on_event: Callable[[dict[str, Any]], None] = lambda e: None, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Serve ``cfg.model`` until stopped; ``on_event`` gets ready/reload/stopped records and
-    ``consumers`` every live result (with ``cfg.source``)."""
+    """Serve ``cfg.model`` until stopped; ``on_event`` gets ready/reload/stopped records,
+    ``consumers`` every live result and ``event_consumers`` every live source event (lost,
+    reconnected...) when ``cfg.source`` is set."""
     from mltool.serve import protocols
     from mltool.serve.app import App
     from mltool.serve.http import HttpServer
@@ -143,7 +146,7 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
     if cfg.source is not None:
         from mltool.serve.live import LiveView
 
-        live = LiveView(app, cfg.source, slot=cfg.workers, consumers=consumers)
+        live = LiveView(app, cfg.source, slot=cfg.workers, consumers=consumers, event_consumers=event_consumers)
         live.open()
     reloader = Reloader(app, ref, cfg.poll_s if ref.follows else 0.0, on_event)
     stop = stop or threading.Event()
@@ -181,7 +184,8 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
         ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "model": app.name, "release": rel.id if rel else None,
                  "file": str(rel.path) if rel else None, "follows": str(ref.watch) if ref.follows else None,
                  "workers": cfg.workers, "queue": cfg.queue, "batch": cfg.batch, "batchable": bool(rel and rel.batchable),
-                 "api_key": cfg.api_key is not None, "live": cfg.source, "startup_s": round(time.perf_counter() - t0, 3)}
+                 "api_key": cfg.api_key is not None, "live": cfg.source, "task": rel.first.task if rel else None,
+                 "live_kind": live.kind if live is not None else None, "startup_s": round(time.perf_counter() - t0, 3)}
         on_event(ready)
         await stopping.wait()
         app.draining = True

@@ -378,3 +378,31 @@ def test_alink_format_signed_connection_and_property_posts(cli, mosquitto, fire_
     assert ("fire", 1) in alerts and alerts[-1][1] == 0
     log = broker.log()
     assert "as a1TestPK9x.cam01|securemode=3,signmethod=hmacsha256,timestamp=" in log and "u'cam01&a1TestPK9x'" in log
+
+
+def test_serve_live_view_publishes_over_mqtt(mosquitto, fire_models, fire_video, fire_threshold, tmp_path, cli):
+    """`serve --source` with the same --mqtt options: the live view's results become events and
+    state on the broker, naming the release that made them; the HTTP API keeps answering."""
+    import requests
+
+    from tests.serve_process import ServeProcess
+
+    broker = mosquitto.broker().start()
+    sub = mosquitto.subscriber(broker, ["t/live/#"])
+    release = hashlib.sha256(Path(fire_models["int8"]).read_bytes()).hexdigest()[:16]
+    s = ServeProcess([fire_models["int8"], "--source", fire_video, "--alert-threshold", fire_threshold,
+                      *mqtt_args(broker, tmp_path, "live")], log=tmp_path / "serve.log")
+    try:
+        assert sub.wait_for(lambda ms: any(m.topic == "t/live/events" for m in ms), 30)
+        r = requests.get(f"{s.url}/v2/health/ready", timeout=10)
+        assert r.status_code == 200 and r.json()["release"] == release
+        assert sub.wait_for(lambda ms: any(m.topic == "t/live/events" and m.json().get("type") == "end" for m in ms), 60)
+    finally:
+        s.stop()
+    stopped = s.lines[-1]
+    assert stopped["event"] == "stopped" and stopped["mqtt"]["events"] >= 1 and stopped["mqtt"]["pending"] == 0
+    events = sub.json("t/live/events")
+    assert events[0]["type"] == "new" and all(e["release"] == release and e["source"] == str(fire_video) for e in events)
+    assert sub.wait_for(lambda ms: any(m.topic == "t/live/available" and m.payload == b"stopped" for m in ms), 10)
+    r = cli(["serve", fire_models["int8"], "--mqtt", broker.url("t")])
+    assert r.exit_code == 2 and "--mqtt reports what the live view sees" in r.stderr
