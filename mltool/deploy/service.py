@@ -40,10 +40,9 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
     # The command's first word is the subcommand; the model goes right after it: the current
     # release's file, or for serve the model's folder, whose current release it follows.
     exec_argv = [here.mltool, argv[0], here.model_dir(name) if serve else here.current_model(name), *argv[1:]]
-    # serve: SIGHUP reloads; stopping drains requests first; the API key can live in
-    # ROOT/serve.env (MLTOOL_API_KEY=...) rather than on a command line that `ps` shows.
-    reload = (f"ExecReload=/bin/kill -HUP $MAINPID\nTimeoutStopSec=45\nEnvironmentFile=-{here.root}/serve.env\n"
-              if serve else "")
+    # serve: SIGHUP reloads; stopping drains requests first. Secrets (MLTOOL_API_KEY,
+    # MLTOOL_MQTT_PASSWORD, ...) live in ROOT/mltool.env, not on a command line `ps` shows.
+    reload = "ExecReload=/bin/kill -HUP $MAINPID\nTimeoutStopSec=45\n" if serve else ""
     return (
         "[Unit]\n"
         f"Description=mltool {argv[0]} ({name})\n"
@@ -51,6 +50,7 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
         "[Service]\n"
         f"ExecStart={' '.join(shlex.quote(a) for a in exec_argv)}\n"
         f"{reload}Restart=on-failure\nRestartSec=5\n"
+        f"EnvironmentFile=-{here.root}/mltool.env\n"
         "Environment=PYTHONUNBUFFERED=1\n\n"
         "[Install]\nWantedBy=default.target\n"
     )

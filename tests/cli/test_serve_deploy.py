@@ -186,7 +186,7 @@ def test_serve_unit_follows_the_model_and_reloads_instead_of_restarting():
 
     unit = render_unit(DeviceLayout("~/mltool"), "fire", "serve --host 0.0.0.0 --port 8000", "/home/pi")
     assert "ExecStart=/home/pi/mltool/venv/bin/mltool serve /home/pi/mltool/models/fire --host 0.0.0.0 --port 8000\n" in unit
-    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "EnvironmentFile=-/home/pi/mltool/serve.env" in unit
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "EnvironmentFile=-/home/pi/mltool/mltool.env" in unit
     infer = render_unit(DeviceLayout("~/mltool"), "fire", "infer --camera", "/home/pi")
     assert "current/model.tflite --camera" in infer and "ExecReload" not in infer
     cmd = "serve --host 0.0.0.0"
