@@ -138,3 +138,30 @@ def test_consumers_receive_every_live_result(mjpeg, fire_models):
     assert not t.is_alive()
     assert all(r.top.label in ("fire", "no_fire") and r.image.shape == (120, 160, 3) for r in got[:10])
     assert [e["event"] for e in events] == ["ready", "stopped"] and events[1]["live_frames"] >= 10
+
+
+def test_video_source_closed_from_another_thread_mid_read(fire_video):
+    """serve's shutdown closes the live source from another thread while it reads: an OpenCV
+    capture released mid-read aborted the process or deadlocked (seen as a serve that ignored
+    SIGTERM). Run in a child so a regression fails this test, not the whole session."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading, time
+from pathlib import Path
+from mltool.runtime.sources.files import VideoFile
+for i in range(150):
+    v = VideoFile(Path({str(fire_video)!r}))
+    frames = []
+    t = threading.Thread(target=lambda: frames.extend(1 for _ in v), daemon=True)
+    t.start()
+    time.sleep(0.001 * (i % 7))
+    v.close()
+    t.join(10)
+    assert not t.is_alive(), f"round {{i}}: the reader still runs after close()"
+    assert len(frames) <= 40
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

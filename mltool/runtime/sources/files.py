@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,10 @@ class VideoFile:
         if not self.cap.isOpened():
             raise DataError(f"cannot open video {path}", "check that it is a video file OpenCV/FFmpeg can decode")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS)) or None
+        # close() may come from another thread (serve's shutdown) while a read is under way:
+        # releasing an OpenCV capture mid-read deadlocks, so the two take turns
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __iter__(self) -> Iterator[Frame | SourceEvent]:
         import cv2
@@ -68,7 +73,10 @@ class VideoFile:
         i = 0
         while True:
             t0 = time.perf_counter()
-            ok, bgr = self.cap.read()
+            with self._lock:
+                if self._closed:
+                    return
+                ok, bgr = self.cap.read()
             if not ok:
                 return
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -77,5 +85,7 @@ class VideoFile:
             i += 1
 
     def close(self) -> None:
-        self.cap.release()
+        with self._lock:
+            self._closed = True
+            self.cap.release()
 
