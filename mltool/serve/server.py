@@ -177,8 +177,6 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
         threading.Thread(target=watch, name="serve-stop", daemon=True).start()
         engine.start()
         reloader.start()
-        if live is not None:
-            live.start(loop)
         rel = engine.release
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "model": app.name, "release": rel.id if rel else None,
@@ -186,7 +184,9 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
                  "workers": cfg.workers, "queue": cfg.queue, "batch": cfg.batch, "batchable": bool(rel and rel.batchable),
                  "api_key": cfg.api_key is not None, "live": cfg.source, "task": rel.first.task if rel else None,
                  "live_kind": live.kind if live is not None else None, "startup_s": round(time.perf_counter() - t0, 3)}
-        on_event(ready)
+        on_event(ready)  # before the live view starts: its consumers (MQTT) learn the release from it
+        if live is not None:
+            live.start(loop)
         await stopping.wait()
         app.draining = True
         if live is not None:
