@@ -98,9 +98,12 @@ def tensor(data: Any, shape: Any, datatype: Any, where: str) -> np.ndarray:
         raise HttpError(400, f"{where}.data must be a list of numbers")
     dtype = DTYPES[datatype]
     try:
-        arr = np.asarray(data, dtype=np.float64 if dtype != np.float32 else np.float32)
+        # integers stay integers (no float round trip, cheap range checks); floats are floats
+        arr = np.array(data) if dtype != np.float32 else np.asarray(data, dtype=np.float32)
     except (ValueError, TypeError):
         raise HttpError(400, f"{where}.data must hold only numbers, in a flat or evenly nested list") from None
+    if arr.dtype.kind not in "iuf":  # strings, booleans, uneven nesting (object arrays)
+        raise HttpError(400, f"{where}.data must hold only numbers, in a flat or evenly nested list")
     return _shaped(arr, shp, dtype, datatype, where)
 
 
@@ -143,6 +146,7 @@ def _shaped(arr: np.ndarray, shp: list[int], dtype: Any, datatype: str, where: s
         raise HttpError(400, f"{where}.shape {shp} needs {need} values; data has {arr.size}")
     if dtype != np.float32:
         info = np.iinfo(dtype)
-        if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < info.min or arr.max() > info.max or np.any(arr != np.round(arr))):
+        integral = arr.dtype.kind in "iu" or (np.all(np.isfinite(arr)) and not np.any(arr != np.round(arr)))
+        if arr.size and (not integral or arr.min() < info.min or arr.max() > info.max):
             raise HttpError(400, f"{where}.data has values outside {datatype} ({info.min}..{info.max}, integers)")
     return arr.reshape(shp).astype(dtype, copy=False)

@@ -355,17 +355,19 @@ def bare_throughput(model: Path, x: np.ndarray, threads: int, seconds: float) ->
 # --------------------------------------------------------------------------- the report
 
 
-def requests_for(model: Path, x: np.ndarray, dtype: str) -> tuple[bytes, bytes]:
-    """(mltool request, peer request) carrying the same tensor."""
+def requests_for(model: Path, x: np.ndarray, dtype: str) -> tuple[bytes, bytes, bytes]:
+    """(mltool request, peer request, mltool binary request) carrying the same tensor. The small
+    tensor goes to everyone as a JSON list; the big one as binary to mltool (the OIP binary data
+    extension) and base64-in-JSON to the peers (which have no binary form). The third request is
+    always mltool's binary form."""
     shape = list(x.shape)
-    if x.size > 10000:  # binary for mltool, base64-in-JSON for the peers
-        header = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": dtype, "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-        ours = post("/v2/models/m/infer", header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": dtype, "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    binary = post("/v2/models/m/infer", header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))})
+    if x.size > 10000:
         theirs = post("/v2/models/m/infer", json.dumps({"inputs": [{"b64": base64.b64encode(x.tobytes()).decode()}]}).encode())
-    else:
-        body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": dtype, "data": x.reshape(-1).tolist()}]}).encode()
-        ours = theirs = post("/v2/models/m/infer", body)
-    return ours, theirs
+        return binary, theirs, binary
+    body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": dtype, "data": x.reshape(-1).tolist()}]}).encode()
+    return post("/v2/models/m/infer", body), post("/v2/models/m/infer", body), binary
 
 
 def pct(v: list[float], q: float) -> float:
@@ -379,7 +381,7 @@ def report(model: Path, label: str, py_peer: str, seconds: float, rounds: int) -
     info = np.iinfo(d["dtype"])
     x = rng.integers(info.min, int(info.max) + 1, size=d["shape"]).astype(d["dtype"])
     dtype = {"int8": "INT8", "uint8": "UINT8"}[np.dtype(d["dtype"]).name]
-    ours_req, peer_req = requests_for(model, x, dtype)
+    ours_req, peer_req, binary_req = requests_for(model, x, dtype)
 
     env = {"PYTHONPATH": str(ROOT)}
     app = CACHE / "serve_peer_app.py"
@@ -398,12 +400,13 @@ def report(model: Path, label: str, py_peer: str, seconds: float, rounds: int) -
     reqs = {"mltool": ours_req, "starlette": peer_req, "litserve": peer_req}
     try:
         clients = {k: Client(s.port, reqs[k]) for k, s in servers.items()}
+        clients["mltool-binary"] = Client(servers["mltool"].port, binary_req)
         for c in clients.values():
             for _ in range(50):
                 c.call()
         time.sleep(1.0)
         rss = {k: tree_rss_mib(s.proc.pid) for k, s in servers.items()}
-        lat: dict[str, list[float]] = {k: [] for k in ["bare", *servers]}
+        lat: dict[str, list[float]] = {k: [] for k in ["bare", *clients]}
         n = 300 if x.size < 10000 else 60
         def only(name: str | None) -> None:
             for k, s in servers.items():
@@ -418,7 +421,7 @@ def report(model: Path, label: str, py_peer: str, seconds: float, rounds: int) -
             for _ in range(n):
                 lat["bare"].append(bare_call(it, x))
             for k, c in clients.items():
-                only(k)
+                only(k.split("-")[0])
                 for _ in range(n):
                     lat[k].append(c.call())
         tput: dict[int, dict[str, float]] = {}
@@ -435,12 +438,13 @@ def report(model: Path, label: str, py_peer: str, seconds: float, rounds: int) -
     b50, b99 = pct(lat["bare"], 50), pct(lat["bare"], 99)
     print(f"\n== {label}: {model.name}, input {list(x.shape)} {dtype}, {WORKERS} workers x 1 thread ==")
     print(f"1. latency, one keep-alive client, {len(lat['bare'])} requests each, interleaved (ms)")
-    print(f"   {'':<20}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
-    print(f"   {'bare invoke':<20}{b50:>9.3f}{b99:>9.3f}")
-    for k in servers:
+    print(f"   {'':<24}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
+    print(f"   {'bare invoke':<24}{b50:>9.3f}{b99:>9.3f}")
+    for k in clients:
         p50, p99 = pct(lat[k], 50), pct(lat[k], 99)
-        flag = f"  ({'MET' if p50 - b50 <= 1.0 else 'MISSED'} <= 1 ms)" if k == "mltool" else ""
-        print(f"   {servers[k].name:<20}{p50:>9.3f}{p99:>9.3f}{p50 - b50:>11.3f}{p99 - b99:>11.3f}{flag}")
+        flag = f"  ({'MET' if p50 - b50 <= 1.0 else 'MISSED'} <= 1 ms)" if k.startswith("mltool") else ""
+        name = "mltool, binary tensor" if k == "mltool-binary" else (servers[k].name + (", JSON list" if k == "mltool" and x.size <= 10000 else ""))
+        print(f"   {name:<24}{p50:>9.3f}{p99:>9.3f}{p50 - b50:>11.3f}{p99 - b99:>11.3f}{flag}")
     m50, l50 = pct(lat["mltool"], 50), pct(lat["litserve"], 50)
     print(f"   mltool/litserve latency p50: {m50 / l50:.2f}x (lower is better); mltool/starlette: {m50 / pct(lat['starlette'], 50):.2f}x")
     print(f"2./3. throughput, requests/s, {seconds:g} s per cell (bare = {WORKERS} threads invoking in-process)")
