@@ -1,4 +1,5 @@
-"""Benchmark .tflite models like LiteRT's benchmark_model, side by side. No TensorFlow needed."""
+"""Benchmark .tflite models like LiteRT's benchmark_model, side by side, or a sensor's sampling
+(--source i2c:...: achieved rate and jitter, no model). No TensorFlow needed."""
 
 from __future__ import annotations
 
@@ -11,24 +12,41 @@ from mltool.cli._options import DelegateOpt, DelegateOptionOpt, InputShapeOpt, J
 
 
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="One or more .tflite files (the first is the ratio baseline).", show_default=False)],
+    models: Annotated[Optional[list[Path]], typer.Argument(help="One or more .tflite files (the first is the ratio baseline).", show_default=False)] = None,
     threads: Annotated[str, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4 (default: runtime default).")] = "",
     runs: Annotated[Optional[int], typer.Option("--runs", "-n", help="Steady-state invokes (default: >= 50 runs and >= 2 s).")] = None,
-    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Steady-state duration instead of --runs.")] = None,
+    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Steady-state duration instead of --runs (with --source: sampling time, default 5).")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Invokes after the first, not timed.")] = 10,
     pipeline: Annotated[Optional[str], typer.Option("--pipeline", help="Also time the whole path from this source (read, decode, preprocess, invoke, postprocess).")] = None,
     pipeline_frames: Annotated[int, typer.Option("--pipeline-frames", help="Frames for --pipeline.")] = 100,
     input_shape: InputShapeOpt = None,
     delegate: DelegateOpt = None,
     delegate_option: DelegateOptionOpt = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Measure a sensor instead of a model: i2c:BUS:ADDR?chip=...,rate=HZ (achieved rate, jitter p50/p99/max, late and missed samples).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Init time, first inference, steady-state latency (median, mean, p90, p99, min, std),
-    throughput and peak RSS per model and thread count, with a ratio column."""
+    throughput and peak RSS per model and thread count, with a ratio column. With --source
+    i2c:..., how well the sensor keeps its sample rate instead (no model)."""
     from mltool.bench.timing import BenchConfig, run_bench
     from mltool.cli._output import print_json, stderr_console
     from mltool.errors import ConfigError
     from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
+
+    console = stderr_console()
+    if source is not None:
+        if models:
+            raise ConfigError("--source measures a sensor without a model, but models were given",
+                              "drop the models, or time a model on a source with --pipeline SRC")
+        from mltool.bench.sensor import measure_sensor
+
+        report = measure_sensor(source, seconds if seconds is not None else 5.0, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        _render_sensor(console, report)
+        if json_out:
+            print_json(report)
+        return
+    if not models:
+        raise ConfigError("no models given", "pass one or more .tflite files, or --source i2c:BUS:ADDR to measure a sensor")
 
     try:
         thread_list: list[int | None] = [int(t) for t in threads.split(",") if t.strip()] or [None]
@@ -37,7 +55,6 @@ def bench(
     cfg = BenchConfig(models=list(models), threads=thread_list, runs=runs, seconds=seconds, warmup=warmup,
                       pipeline=pipeline, pipeline_frames=pipeline_frames, delegate=delegate,
                       delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape))
-    console = stderr_console()
     result = run_bench(cfg, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     _render(console, result)
     if json_out:
@@ -87,3 +104,16 @@ def display_names(paths: list[str]) -> dict[str, str]:
         if len(set(names.values())) == len(unique) or depth > max(len(Path(p).parts) for p in unique):
             return names
         depth += 1
+
+
+def _render_sensor(console: Any, r: dict[str, Any]) -> None:
+    j, rd = r["jitter_ms"], r["read_ms"]
+    verdict = "[green]ok[/green]" if r["ok"] else f"[red]over the {100 * r['tolerance']:g}% tolerance[/red]"
+    console.print(
+        f"[bold]{r['source']}[/bold] ({r['chip']} on {r['device']}): {r['samples']} samples in {r['seconds']:g} s, "
+        f"achieved {r['achieved_hz']} Hz of {r['rate_hz']:g}; jitter p50 {j['p50']:.3f} ms, p99 {j['p99']:.3f} ms, "
+        f"max {j['max']:.3f} ms; late {r['late']}, missed {r['missed']} ({verdict}); bus read p50 {rd['p50']:.3f} ms, "
+        f"max {rd['max']:.3f} ms; errors {r['errors']}, reopened {r['reconnects']}; "
+        f"{'real-time priority' if r['realtime'] else 'normal priority (no real-time privilege)'}",
+        soft_wrap=True,
+    )

@@ -23,7 +23,7 @@ from mltool.cli._options import (
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
     source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
-    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// stream, picamera, .npy/.csv/.wav signal, or - (stdin samples).")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// stream, picamera, .npy/.csv/.wav signal, - (stdin samples), or an I2C ADC: i2c:BUS:ADDR?chip=pcf8591|ads1115,channel=N (see README).")] = None,
     camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Camera shorthand: --camera (index 0) or --camera N.")] = None,
     threads: ThreadsOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
@@ -160,6 +160,10 @@ class _View:
             top = ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"][:3])
         alert = r.get("alert")
         flag = f"  [bold red]ALERT {alert['class']} {alert['score']:.2f}[/bold red]" if alert and alert["active"] else ""
+        sampling = r.get("sampling")
+        if sampling is not None and not sampling["ok"]:
+            flag += (f"  [yellow]TIMING: {sampling['late']} late, {sampling['missed']} missed of {sampling['samples']} "
+                     f"samples (jitter max {sampling['jitter_ms']['max']:.1f} ms)[/yellow]")
         line = f"{r['name']}: {top}  ({r['latency_ms']:.2f} ms){flag}"
         if self.live is not None:
             fps = self.n / max(time.perf_counter() - self.t0, 1e-9)
@@ -190,6 +194,15 @@ def _render_summary(console: Any, s: dict[str, Any]) -> None:
         + (f", alerts {s['alerts']}" if s["alerts"] else "") + f"; stopped by {s['stopped_by']}",
         soft_wrap=True,
     )
+    sm = s.get("sampling")
+    if sm is not None:
+        j = sm["jitter_ms"]
+        console.print(
+            f"sampling: {sm['samples']} samples, achieved {sm['achieved_hz']} Hz of {sm['rate_hz']:g}, jitter p50 "
+            f"{j['p50']:.3f} ms p99 {j['p99']:.3f} ms max {j['max']:.3f} ms, late {sm['late']}, missed {sm['missed']}, "
+            f"windows flagged {sm['flagged_windows']}{'' if sm['realtime'] else '; normal priority (no real-time privilege)'}",
+            soft_wrap=True,
+        )
     if s["saved_to"]:
         console.print(f"saved to {s['saved_to']}")
     m = s.get("mqtt")

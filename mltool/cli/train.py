@@ -11,13 +11,27 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mltool.cli._options import JsonOpt, SeedOpt
+from mltool.train.models import ARCH_TABLE
+
+
+def _help() -> str:
+    rows = "\n".join(f"  {a:<12} {inputs:<12} {params}" for a, (inputs, params) in ARCH_TABLE.items())
+    # \b keeps Click from re-wrapping the table
+    return (f"{__doc__}\nArchitectures (--arch), their inputs and parameter counts:\n\n\b\n{rows}\n\n"
+            "All but mobilenetv2 take any input size. mobilenetv2: ImageNet transfer learning (--weights "
+            "imagenet|none|FILE, --alpha, --fine-tune N); its head adds 1,281 parameters per class; inputs scaled to "
+            "[-1, 1], recorded in the model's metadata.")
+
+
+# The command's help is this module's docstring (see mltool.cli.COMMANDS): it carries the table.
+__doc__ = _help()
 
 
 def train(
     task: Annotated[str, typer.Argument(help="mnist | fashion-mnist | digits | fire | ecg | images", show_default=False)],
     directory: Annotated[Optional[Path], typer.Argument(help="Image folder for the 'images' task (same as --data).", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (IDX files, or one subfolder per class).")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Model: cnn | dense | fire-cnn | cnn1d. Default depends on the task.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Model: cnn | dense | fire-cnn | cnn1d | mobilenetv2 (table above). Default depends on the task.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner). Default per task.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size. Default per task.")] = None,
     seed: SeedOpt = 0,
@@ -26,12 +40,17 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="Use at most N samples of each source split (quick runs).")] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without val_loss improvement (0 = off).")] = 4,
     lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay).")] = 1e-3,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to N x N (fire/images; default 64).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to N x N (fire/images; default 64, mobilenetv2 96; mobilenetv2 takes 96..224).")] = None,
     window: Annotated[Optional[int], typer.Option(help="Samples per signal window (ecg; default rate x 10 s).")] = None,
     rate: Annotated[int, typer.Option("--rate", help="Signal sample rate in Hz (ecg).")] = 360,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create (must not exist). Default runs/train/<task>-N.")] = None,
     project: Annotated[Path, typer.Option("--project", help="Parent folder of numbered runs.")] = Path("runs/train"),
-    download: Annotated[bool, typer.Option("--download/--no-download", help="Allow a Keras download when MNIST data is not found locally.")] = True,
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Allow Keras downloads (MNIST data, ImageNet weights) when not found locally.")] = True,
+    augment: Annotated[bool, typer.Option("--augment", help="Image tasks: random horizontal flip, rotation (10 deg), zoom (10%), brightness (20%) on training batches; never part of the saved model.")] = False,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="mobilenetv2 width: 0.35 (default) | 0.5 | 0.75 | 1.0.")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="mobilenetv2 base weights: imagenet (default; Keras cache, else download) | none | FILE.")] = None,
+    fine_tune: Annotated[int, typer.Option("--fine-tune", help="mobilenetv2: after training the head, unfreeze the top N layers of the base and train on at --lr / 10.")] = 0,
+    fine_tune_epochs: Annotated[Optional[int], typer.Option("--fine-tune-epochs", help="Epochs of the --fine-tune phase (default: --epochs).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a classifier on real (or clearly labelled synthetic) data and evaluate it on held-out data."""
@@ -50,6 +69,7 @@ def train(
         task=task, data=str(data) if data else None, arch=arch, epochs=epochs, batch_size=batch_size, seed=seed,
         val_split=val_split, test_split=test_split, limit=limit, patience=patience, learning_rate=lr,
         image_size=image_size, window=window, rate_hz=rate, out=out, project=project, download=download,
+        augment=augment, alpha=alpha, weights=weights, fine_tune=fine_tune, fine_tune_epochs=fine_tune_epochs,
     )
     console = stderr_console()
     with _sigterm_interrupts():  # SIGTERM ends a run like Ctrl-C: its .partial folder is removed

@@ -1,4 +1,4 @@
-"""What this machine can run: runtime, Python, CPU, NumPy, cameras — and how to fix what is missing."""
+"""What this machine can run: runtime, Python, CPU, NumPy, cameras, I2C buses — and how to fix what is missing."""
 
 from __future__ import annotations
 
@@ -168,6 +168,12 @@ def run_doctor(probe_cameras: bool = True, smoke: bool = True) -> dict[str, Any]
     pc = _version("picamera2")
     check("picamera2", pc is not None if board and "Raspberry Pi" in board else None,
           pc or "not installed", "sudo apt install python3-picamera2 (and create the venv with --system-site-packages)")
+    buses = sorted(glob.glob("/dev/i2c-*"))
+    sm = _version("smbus2")
+    on_pi = bool(board and "Raspberry Pi" in board)
+    check("i2c (sensors)", bool(buses) and sm is not None if on_pi else None,
+          f"{', '.join(buses) or 'no /dev/i2c-* buses'}; smbus2 {sm or 'not installed'}",
+          None if not on_pi else "enable I2C with `sudo raspi-config nonint do_i2c 0` and reboot" if not buses else "pip install smbus2")
     tf = runtimes["tensorflow"]
     check("tensorflow (train/convert only)", None, tf or "not installed: fine on a device", None)
     required_missing = [c for c in checks if c["status"] == "missing"]
@@ -175,6 +181,6 @@ def run_doctor(probe_cameras: bool = True, smoke: bool = True) -> dict[str, Any]
         "mltool": __version__, "python": platform.python_version(), "arch": arch, "bits": bits,
         "cores": os.cpu_count(), "memory_mib": _memory_mib(), "board": board,
         "numpy": numpy_v, "runtime": {"active": active, "versions": runtimes},
-        "opencv": cv, "cameras": cams, "picamera2": pc, "smoke_test": smoke_result, "checks": checks,
+        "opencv": cv, "cameras": cams, "picamera2": pc, "smoke_test": smoke_result, "i2c_buses": buses, "checks": checks,
         "ok": not required_missing,
     }

@@ -146,7 +146,7 @@ def run_infer(
     on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind})
 
     latencies: list[float] = []
-    processed = alerts = 0
+    processed = alerts = flagged = 0
     first_result_s: float | None = None
     stopped_by = "end of source"
     try:
@@ -160,6 +160,7 @@ def run_infer(
                 continue
             latencies.append(item.timings.invoke)
             alerts += bool(item.alert and item.alert.active)
+            flagged += bool(item.sampling is not None and not item.sampling.ok)
             processed += 1
             if first_result_s is None:
                 first_result_s = time.perf_counter() - t_start
@@ -177,7 +178,7 @@ def run_infer(
             saver.close()
     elapsed = time.perf_counter() - t_start
     lat = np.asarray(latencies) if latencies else np.zeros(1)
-    return {
+    summary: dict[str, Any] = {
         "event": "summary", "model": str(cfg.model), "source": source.label, "frames": processed,
         "skipped": stream.skipped, "dropped": source.stats.dropped, "errors": source.stats.errors,
         "reconnects": source.stats.reconnects, "alerts": alerts,
@@ -187,3 +188,7 @@ def run_infer(
                        "p90": round(float(np.percentile(lat, 90)), 3)},
         "stopped_by": stopped_by, "saved_to": str(cfg.save) if cfg.save else None,
     }
+    sampling = getattr(source, "sampling_summary", None)
+    if sampling is not None:  # live sensors: the whole run's rate and jitter, and flagged windows
+        summary["sampling"] = {**sampling(), "flagged_windows": flagged}
+    return summary

@@ -26,7 +26,7 @@ from mltool.errors import ConfigError, DataError, ModelError
 from mltool.runtime.classify import Classification, alert_index, is_scores, probabilities, top_k
 from mltool.runtime.detect import Detection, decode, detection_outputs
 from mltool.runtime.labels import Labels
-from mltool.runtime.sources import Frame, Source, SourceEvent
+from mltool.runtime.sources import Frame, SamplingStats, Source, SourceEvent
 
 TASKS = ("auto", "classify", "detect")
 
@@ -74,6 +74,7 @@ class Result:
     name: str
     timestamp: float
     image: np.ndarray | None = field(default=None, repr=False)  # the RGB frame it came from
+    sampling: SamplingStats | None = None  # live sensors: how the window was sampled (``.ok``)
 
     @property
     def top(self) -> Classification | Detection | None:
@@ -97,6 +98,8 @@ class Result:
                 d["alert"] = self.alert.as_dict()
         d["latency_ms"] = round(self.timings.invoke, 3)
         d["timings_ms"] = self.timings.as_dict()
+        if self.sampling is not None:
+            d["sampling"] = self.sampling.as_dict()
         return d
 
     def summary_lines(self) -> list[str]:
@@ -309,7 +312,7 @@ class Predictor:
             classes, dets, alert = self.decode(outputs if len(frames) == 1 else [o[i : i + 1] for o in outputs])
             timings = Timings(frame.read_ms, (t1 - t0) * 1000 / len(frames), (t2 - t1) * 1000, (time.perf_counter() - t) * 1000)
             results.append(Result(self.task, classes, dets, alert, timings, source, frame.index, frame.name,
-                                  frame.timestamp, image=frame.image))
+                                  frame.timestamp, image=frame.image, sampling=frame.sampling))
         return results
 
     def stream(self, source: str | Source, *, every: int = 1, events: bool = False, hop: int | None = None,

@@ -1,4 +1,7 @@
-"""The model zoo. Every model ends in a softmax so the converted .tflite outputs probabilities."""
+"""The model zoo. Every model ends in a softmax so the converted .tflite outputs probabilities.
+
+``mobilenetv2`` is built in :mod:`mltool.train.transfer` (pretrained weights, two phases).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,24 @@ ARCHS: dict[str, str] = {
     "dense": "the tutorial baseline: Flatten, Dense 128 relu, Dense softmax",
     "fire-cnn": "fire-detection tutorial CNN: Conv2D 16/32/64 + average pooling + dropout, Dense 256, 128",
     "cnn1d": "1-D CNN for signals: four Conv1D blocks with pooling, global average pooling, Dense 64",
+    "mobilenetv2": "MobileNetV2 transfer learning (ImageNet weights): frozen base + new head, then --fine-tune N layers",
 }
 
 # Which architectures suit which input kind.
-_KINDS = {"cnn": {"image"}, "dense": {"image", "signal"}, "fire-cnn": {"image"}, "cnn1d": {"signal"}}
+_KINDS = {"cnn": {"image"}, "dense": {"image", "signal"}, "fire-cnn": {"image"}, "cnn1d": {"signal"},
+          "mobilenetv2": {"image"}}
+
+# What `train --help` and the README show: (default input, parameters). Counted from real builds
+# (tests/cli/test_transfer.py checks them). All but mobilenetv2 take any input size; cnn and
+# fire-cnn grow with it (a Flatten feeds a Dense layer). MobileNetV2's head adds 1,281 per class.
+ARCH_TABLE: dict[str, tuple[str, str]] = {
+    "cnn": ("28x28 gray", "421,930 at 28x28, 10 classes"),
+    "dense": ("any", "101,770 at 28x28, 10 classes"),
+    "fire-cnn": ("64x64 RGB", "1,105,570 at 64x64; 2,416,290 at 96x96 (2 classes)"),
+    "cnn1d": ("3600x1", "30,194 (2 classes)"),
+    "mobilenetv2": ("96..224 RGB", "410,208 / 706,224 / 1,382,064 / 2,257,984 at alpha .35/.5/.75/1"),
+}
+MOBILENETV2_TASKS = ("fire", "images")  # RGB photos; the digit and clothing sets are grayscale
 
 
 def check_arch(arch: str, kind: str) -> None:
@@ -26,8 +43,13 @@ def check_arch(arch: str, kind: str) -> None:
         raise ConfigError(f"architecture '{arch}' does not take {kind} input", f"use one of: {', '.join(fits)}")
 
 
+def arch_normalization(arch: str) -> tuple[float, float] | None:
+    """(mean, std) an architecture needs whatever the data: MobileNetV2 takes [-1, 1]."""
+    return (127.5, 127.5) if arch == "mobilenetv2" else None
+
+
 def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """A compiled-ready (uncompiled) Keras model named after ``arch``."""
+    """A compiled-ready (uncompiled) Keras model named after ``arch`` (not ``mobilenetv2``)."""
     builder: Callable[..., Any] = {
         "cnn": _cnn, "dense": _dense, "fire-cnn": _fire_cnn, "cnn1d": _cnn1d,
     }[arch]

@@ -29,6 +29,7 @@ from mltool.metrics import classification_report
 from mltool.runtime.metadata import InputSpec, Normalization
 from mltool.runtime.preprocess import normalize
 from mltool.train import rundir
+from mltool.train.fit import AUGMENTATIONS, FitData, fit_phase
 from mltool.train.rundir import DatasetRecord, RunInfo, read_run
 
 # Per-task defaults: (epochs, batch size). Early stopping usually ends runs sooner.
@@ -60,7 +61,12 @@ class TrainConfig:
     rate_hz: int = 360
     out: Path | None = None
     project: Path = field(default_factory=lambda: Path("runs/train"))
-    download: bool = True
+    download: bool = True  # Keras downloads: MNIST data, ImageNet weights
+    augment: bool = False  # image tasks: random flip/rotation/zoom/brightness on training batches
+    alpha: float | None = None  # mobilenetv2 width (default 0.35)
+    weights: str | None = None  # mobilenetv2: imagenet (default) | none | a weights file
+    fine_tune: int = 0  # mobilenetv2: then unfreeze this many top layers of the base
+    fine_tune_epochs: int | None = None  # default: --epochs
 
     def resolved(self) -> TrainConfig:
         """Validate and fill task defaults. Raises ConfigError with a fix hint."""
@@ -75,6 +81,14 @@ class TrainConfig:
         if cfg.window is None:
             cfg.window = self.rate_hz * 10
         check_arch(cfg.arch, info.kind)
+        if cfg.arch == "mobilenetv2":
+            _resolve_transfer(cfg)
+        else:
+            for flag, value in (("--alpha", cfg.alpha), ("--weights", cfg.weights), ("--fine-tune", cfg.fine_tune or None)):
+                if value is not None:
+                    raise ConfigError(f"{flag} applies to --arch mobilenetv2", f"drop {flag}, or add --arch mobilenetv2")
+        if cfg.augment and info.kind != "image":
+            raise ConfigError("--augment is for image tasks", "drop --augment")
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs {cfg.epochs} must be at least 1", "pass --epochs 1 or more")
         if cfg.batch_size < 1:
@@ -95,6 +109,32 @@ class TrainConfig:
         ensure_writable_dir(Path(cfg.out).parent if cfg.out is not None else Path(cfg.project),
                             "--out" if cfg.out is not None else "--project")
         return cfg
+
+
+def _resolve_transfer(cfg: TrainConfig) -> None:
+    from mltool.train.models import MOBILENETV2_TASKS
+    from mltool.train.transfer import ALPHAS, BASE_LAYERS, DEFAULT_ALPHA, DEFAULT_SIZE, SIZES
+
+    if cfg.task not in MOBILENETV2_TASKS:
+        raise ConfigError(f"--arch mobilenetv2 takes RGB photos; the {cfg.task} task is grayscale",
+                          f"use it with {' or '.join(MOBILENETV2_TASKS)}, or another --arch")
+    cfg.alpha = DEFAULT_ALPHA if cfg.alpha is None else cfg.alpha
+    if cfg.alpha not in ALPHAS:
+        raise ConfigError(f"--alpha {cfg.alpha:g} is not a MobileNetV2 width with ImageNet weights",
+                          f"use one of {', '.join(f'{a:g}' for a in ALPHAS)}")
+    cfg.image_size = DEFAULT_SIZE if cfg.image_size is None else cfg.image_size
+    if not SIZES[0] <= cfg.image_size <= SIZES[1]:
+        raise ConfigError(f"--image-size {cfg.image_size} is outside MobileNetV2's {SIZES[0]}..{SIZES[1]} px",
+                          "use 96 (fast), 128, 160, 192 or 224 (ImageNet weights exist for these)")
+    cfg.weights = cfg.weights or "imagenet"
+    if cfg.fine_tune < 0 or cfg.fine_tune > BASE_LAYERS - 1:
+        raise ConfigError(f"--fine-tune {cfg.fine_tune} is out of range", f"use 0 to {BASE_LAYERS - 1} (the base has {BASE_LAYERS - 1} layers); 30-60 is typical")
+    if cfg.fine_tune and cfg.weights == "none":
+        raise ConfigError("--fine-tune needs pretrained weights; with --weights none the whole network trains from the start",
+                          "drop --fine-tune, or use --weights imagenet or FILE")
+    if cfg.fine_tune_epochs is not None and (cfg.fine_tune_epochs < 1 or not cfg.fine_tune):
+        raise ConfigError(f"--fine-tune-epochs {cfg.fine_tune_epochs} needs --fine-tune N and at least 1 epoch",
+                          "add --fine-tune N, or drop --fine-tune-epochs")
 
 
 @dataclass
@@ -122,8 +162,13 @@ class TrainResult:
         return self.summary()
 
 
-def normalization_for(ds: Dataset, x_train: np.ndarray) -> tuple[float, float]:
+def normalization_for(ds: Dataset, x_train: np.ndarray, arch: str | None = None) -> tuple[float, float]:
     """(mean, std) so that the model sees (x - mean) / std."""
+    from mltool.train.models import arch_normalization
+
+    fixed = arch_normalization(arch) if arch else None
+    if fixed is not None:
+        return fixed
     if ds.kind == "image":
         return 0.0, float(ds.input.get("range", [0, 255])[1])
     std = float(x_train.std()) or 1.0
@@ -189,49 +234,23 @@ def _fit_and_write(
     from mltool.train.report import plot_confusion, plot_curves, write_history_csv
 
     _seed_everything(cfg.seed)
-    mean, std = normalization_for(ds, splits.x_train)
+    mean, std = normalization_for(ds, splits.x_train, cfg.arch)
     x_train, x_val, x_test = (normalize(a, mean, std) for a in (splits.x_train, splits.x_val, splits.x_test))
+    data = FitData(x_train, splits.y_train, x_val, splits.y_val, value_range=((0 - mean) / std, (255 - mean) / std))
+    transfer = None
+    if cfg.arch == "mobilenetv2":
+        from mltool.train.transfer import train_mobilenetv2
 
-    model = build_model(cfg.arch, ds.input_shape, ds.num_classes)
-    steps = int(np.ceil(len(x_train) / cfg.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps * cfg.epochs, alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,  # XLA is ~5x slower for these small CNNs on CPU (measured)
-    )
-    epoch_times: list[float] = []
-
-    class _Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.monotonic() - self._t)
-
-    callbacks: list[Any] = [_Timer()]
-    if cfg.patience > 0 and len(x_val):
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=0))
-    if progress is not None:
-        callbacks.append(progress(cfg.epochs, steps))
-    callbacks += extra_callbacks
-    fit = model.fit(
-        x_train, splits.y_train,
-        validation_data=(x_val, splits.y_val) if len(x_val) else None,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True,
-        callbacks=callbacks, verbose=0,
-    )
-    hist = fit.history
-    history = [
-        {"epoch": i + 1, **{k: float(v[i]) for k, v in hist.items()}, "seconds": round(epoch_times[i], 3)}
-        for i in range(len(hist.get("loss", [])))
-    ]
-    best_epoch = len(history)
-    stopped_early = len(history) < cfg.epochs
-    if stopped_early and "val_loss" in hist:
-        best_epoch = int(np.argmin(hist["val_loss"])) + 1
+        model, phases, transfer = train_mobilenetv2(cfg, ds.num_classes, data, progress=progress,
+                                                    callbacks=extra_callbacks, log=log)
+    else:
+        model = build_model(cfg.arch, ds.input_shape, ds.num_classes)
+        phases = [fit_phase(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,  # type: ignore[arg-type]
+                            patience=cfg.patience, augment=cfg.augment, seed=cfg.seed, progress=progress,
+                            callbacks=extra_callbacks)]
+    history = [row for p in phases for row in p.history]
+    best_epoch = phases[-1].best_epoch
+    stopped_early = any(p.stopped_early for p in phases)
 
     log("evaluating on the held-out test split")
     probs = model.predict(x_test, batch_size=256, verbose=0)
@@ -261,7 +280,7 @@ def _fit_and_write(
         "accuracy": report["accuracy"], "loss": report["loss"],
         "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
         "macro_f1": report["macro_f1"], "test_samples": report["samples"],
-        "val_accuracy": round(float(hist["val_accuracy"][best_epoch - 1]), 6) if "val_accuracy" in hist else None,
+        "val_accuracy": round(float(history[best_epoch - 1]["val_accuracy"]), 6) if "val_accuracy" in history[-1] else None,
         "per_class": {k: {"precision": v["precision"], "recall": v["recall"]} for k, v in report["per_class"].items()},
         "classes_missing_from_test": missing,
     }
@@ -285,6 +304,8 @@ def _fit_and_write(
             "epochs_requested": cfg.epochs, "epochs_run": len(history), "best_epoch": best_epoch,
             "stopped_early": stopped_early, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "patience": cfg.patience, "duration_s": round(time.monotonic() - started, 2),
+            "augment": AUGMENTATIONS if cfg.augment else None,
+            **({"transfer": transfer} if transfer is not None else {}),
         },
         metrics=metrics,
         files={"model": "model.keras", "labels": "labels.txt", "history": "history.csv",

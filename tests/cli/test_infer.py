@@ -293,7 +293,10 @@ def test_doctor_reports_runtime(cli):
     rep = r.json()
     assert rep["runtime"]["active"] == "ai_edge_litert" and rep["ok"] is True
     assert rep["cores"] == os.cpu_count()
-    assert {c["name"] for c in rep["checks"]} >= {"python", "numpy", "tflite runtime", "opencv", "cameras (OpenCV)"}
+    assert {c["name"] for c in rep["checks"]} >= {"python", "numpy", "tflite runtime", "opencv", "cameras (OpenCV)",
+                                                 "i2c (sensors)"}
+    i2c = next(c for c in rep["checks"] if c["name"] == "i2c (sensors)")
+    assert i2c["status"] == "info" and "no /dev/i2c-* buses; smbus2 0." in i2c["detail"] and rep["i2c_buses"] == []
 
 
 def test_camera_shorthand_parsing(cli, fire_models):

@@ -1,4 +1,12 @@
-"""``open_source(spec)``: whatever a user names on the command line, as a :class:`Source`."""
+"""``open_source(spec)``: whatever a user names on the command line, as a :class:`Source`.
+
+I2C ADCs are named ``i2c:BUS:ADDR[?key=value,...]`` (``&`` works as a separator too, but a
+comma needs no shell quoting): ``chip`` (pcf8591, the default, or ads1115), ``channel`` (0-3),
+``rate`` (Hz; default the model's), ``gain`` (ads1115: 2/3, 1, 2, 4, 8, 16), ``dr`` (ads1115
+data rate), ``scale`` and ``offset`` (value = counts * scale + offset), ``tolerance`` (share of
+late + missed samples before a window is flagged, default 0.01), ``rt`` (0: do not ask for
+real-time scheduling of the sampling thread).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,26 @@ import glob as globmod
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mltool.errors import ConfigError, DataError
+from mltool.errors import ConfigError, DataError, did_you_mean
 from mltool.runtime.sources.files import VIDEO_EXTENSIONS, ImageFiles, VideoFile, image_exts
 from mltool.runtime.sources.frames import Source
 from mltool.runtime.sources.live import CvReader, LiveSource, PiCameraReader, open_url
 from mltool.runtime.sources.signals import (
     SIGNAL_EXTENSIONS,
     MultiSignal,
+    SensorSource,
     SignalSource,
     signal_file,
     stdin_samples,
 )
+
+if TYPE_CHECKING:
+    from mltool.runtime.sources.i2c import I2CSpec
+
+I2C_USAGE = "i2c:BUS:ADDR[?chip=pcf8591|ads1115,channel=N,rate=HZ,gain=G,dr=SPS,scale=X,offset=Y,tolerance=F,rt=0|1]"
+I2C_KEYS = ("chip", "channel", "rate", "gain", "dr", "scale", "offset", "tolerance", "rt")
 
 
 def open_source(
@@ -54,6 +69,8 @@ def open_source(
             raise ConfigError("this model's input length is dynamic, so a stream of samples on stdin has no window size",
                               "pass --window N (samples per window)")
         return SignalSource("stdin", stdin_samples(stdin or sys.stdin, channels), window, hop, rate, channels)
+    if spec.startswith("i2c:"):
+        return _i2c_source(spec, signal, window, channels, hop, rate, timeout_s, max_reconnects)
     if spec == "picamera":
         return LiveSource(lambda: PiCameraReader(), "picamera", "picamera", timeout_s=timeout_s, max_reconnects=max_reconnects)
     if spec.isdigit() or spec.startswith("/dev/video"):
@@ -79,7 +96,8 @@ def open_source(
         return _files_source(files, str(path), signal, window, hop, rate, channels, draft)
     if not path.exists():
         raise DataError(f"source {spec} does not exist",
-                        "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, signal file, or '-'")
+                        "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, "
+                        "signal file, i2c:BUS:ADDR, or '-'")
     return _files_source([path], str(path), signal, window, hop, rate, channels, draft)
 
 
@@ -101,3 +119,98 @@ def _files_source(files: list[Path], label: str, signal: bool, window: int | Non
         return VideoFile(files[0])
     return ImageFiles(files, label, draft)
 
+
+
+def _i2c_source(spec: str, signal: bool, window: int | None, channels: int, hop: int | None, rate: float | None,
+                timeout_s: float, max_reconnects: int | None) -> Source:
+    from mltool.runtime.sources.i2c import i2c_stream
+
+    i2c = parse_i2c(spec)
+    if not signal:
+        raise ConfigError(f"{i2c.label} gives signal samples, but this model takes images",
+                          "use a 1-D signal model (e.g. one from `mltool train ecg`)")
+    if window is None:
+        raise ConfigError(f"this model's input length is dynamic, so the samples from {i2c.label} have no window size",
+                          "pass --window N (samples per window)")
+    if channels != 1:
+        raise ConfigError(f"{i2c.label} reads one ADC channel, but this model takes {channels} channels per sample",
+                          "use a single-channel signal model")
+    if i2c.rate is not None and rate is not None and abs(i2c.rate - rate) > 1e-9:
+        raise ConfigError(f"rate={i2c.rate:g} differs from the model's {rate:g} Hz: every window would be sampled at the wrong rate",
+                          "drop rate= (the model's rate is the default)")
+    i2c.rate = i2c.rate if i2c.rate is not None else rate
+    stream = i2c_stream(i2c, timeout_s=timeout_s, max_retries=max_reconnects)
+    return SensorSource(stream, window, hop or window, i2c.tolerance)
+
+
+def parse_i2c(spec: str) -> I2CSpec:
+    """``i2c:1:0x48?chip=ads1115,channel=1,gain=2`` as an :class:`I2CSpec`; usage errors (exit 2)
+    name the bad part and show the syntax."""
+    from mltool.runtime.sources.i2c import ADS1115_GAINS, ADS1115_RATES, CHIPS, I2CSpec
+
+    def bad(what: str, fix: str = f"use {I2C_USAGE}, e.g. i2c:1:0x48?chip=pcf8591,channel=0") -> ConfigError:
+        return ConfigError(f"{what} in I2C source '{spec}'", fix)
+
+    body, _, query = spec[len("i2c:"):].partition("?")
+    parts = body.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise bad("expected BUS:ADDR after 'i2c:'")
+    try:
+        bus = int(parts[0])
+    except ValueError:
+        bus = -1
+    if bus < 0:
+        raise bad(f"bus '{parts[0]}' is not a bus number", "use N of /dev/i2c-N (1 on a Raspberry Pi)")
+    try:
+        address = int(parts[1], 0)
+    except ValueError:
+        address = -1
+    if not 0x03 <= address <= 0x77:
+        raise bad(f"address '{parts[1]}' is not a 7-bit I2C address", "use the address i2cdetect shows, e.g. 0x48")
+    opts: dict[str, str] = {}
+    for item in (x for x in query.replace("&", ",").split(",") if x):
+        key, eq, value = item.partition("=")
+        if key not in I2C_KEYS:
+            raise bad(f"unknown option '{key}'", did_you_mean(key, I2C_KEYS))
+        if not eq or not value:
+            raise bad(f"option '{key}' has no value", f"write {key}=VALUE")
+        opts[key] = value
+    out = I2CSpec(bus=bus, address=address)
+    chip = opts.get("chip", out.chip).lower()
+    if chip not in CHIPS:
+        raise bad(f"unknown chip '{chip}'", did_you_mean(chip, CHIPS))
+    out.chip = chip
+    for key in ("gain", "dr"):
+        if key in opts and chip != "ads1115":
+            raise bad(f"{key}= applies to chip=ads1115", f"drop {key}= or add chip=ads1115")
+
+    def number(key: str, lo: float, hi: float, cast: Any = float) -> Any:
+        try:
+            v = cast(opts[key])
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise bad(f"{key}={opts[key]} is out of range", f"use a {'whole ' if cast is int else ''}number from {lo:g} to {hi:g}")
+        return v
+
+    if "channel" in opts:
+        out.channel = number("channel", 0, 3, int)
+    if "rate" in opts:
+        out.rate = number("rate", 1e-3, 100_000)
+    if "gain" in opts:
+        if opts["gain"] not in ADS1115_GAINS:
+            raise bad(f"gain={opts['gain']} is not an ADS1115 gain",
+                      "use " + ", ".join(f"{g} (+/-{v:g} V)" for g, v in ADS1115_GAINS.items()))
+        out.gain = opts["gain"]
+    if "dr" in opts:
+        out.data_rate = number("dr", 8, 860, int)
+        if out.data_rate not in ADS1115_RATES:
+            raise bad(f"dr={out.data_rate} is not an ADS1115 data rate", f"use one of {', '.join(map(str, ADS1115_RATES))}")
+    for key in ("scale", "offset"):
+        if key in opts:
+            setattr(out, key, number(key, -1e12, 1e12))
+    if "tolerance" in opts:
+        out.tolerance = number("tolerance", 0, 1)
+    if "rt" in opts:
+        out.realtime = bool(number("rt", 0, 1, int))
+    return out

@@ -1,4 +1,4 @@
-"""1-D signals: .npy/.csv/.wav files and samples on stdin, cut into windows."""
+"""1-D signals: .npy/.csv/.wav files, samples on stdin and live sensors, cut into windows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 from mltool.data.signals import SIGNAL_EXTENSIONS as _DATA_SIGNAL_EXTENSIONS
 from mltool.errors import DataError
 from mltool.runtime.sources.frames import Frame, SourceEvent, SourceStats
+from mltool.runtime.sources.sampler import RESTART, SampleBlock, SensorStream, window_stats
 
 SIGNAL_EXTENSIONS = _DATA_SIGNAL_EXTENSIONS | {".wav"}  # what training reads, plus recordings
 
@@ -52,41 +53,63 @@ def read_wav(path: Path, channels: int = 1) -> tuple[np.ndarray, int]:
 
 
 class SignalSource:
-    """Windows of ``window`` samples every ``hop`` samples from a stream of sample chunks.
+    """Windows of ``window`` samples every ``hop`` samples from ``samples()``, which yields
+    plain arrays (files, stdin), or, from a live sensor, timed :class:`SampleBlock` objects,
+    events and :data:`RESTART` markers; timed windows carry their :class:`SamplingStats`.
     ``window`` None: the whole stream is one window (models with a dynamic input length)."""
 
     kind = "signal"
     live = False
     fps = None
 
-    def __init__(self, label: str, samples: Callable[[], Iterator[np.ndarray]], window: int | None, hop: int | None,
-                 rate: float | None, channels: int = 1) -> None:
+    def __init__(self, label: str, samples: Callable[[], Iterator[Any]], window: int | None, hop: int | None,
+                 rate: float | None, channels: int = 1, tolerance: float = 0.01) -> None:
         self.label = label
         self.samples = samples
         self.window = window
         self.hop = hop or window
         self.rate = rate
         self.channels = channels
+        self.tolerance = tolerance
         self.stats = SourceStats()
 
-    def _frame(self, index: int, start: int, sig: np.ndarray, t0: float) -> Frame:
-        name = f"{self.label}@{start}" if self.rate is None else f"{self.label}@{start / self.rate:.2f}s"
+    def _frame(self, index: int, start: int, sig: np.ndarray, t0: float, times: np.ndarray | None = None,
+               late: np.ndarray | None = None, wall0: float = 0.0) -> Frame:
         self.stats.frames += 1
-        return Frame(index, name, time.time(), signal=sig[:, 0] if self.channels == 1 else sig,
-                     read_ms=(time.perf_counter() - t0) * 1000)
+        sampling = None
+        if times is not None and len(times):  # a live sensor: named and stamped by its sample times
+            sampling = window_stats(times, late, self.rate, self.tolerance)  # type: ignore[arg-type]
+            name, ts = f"{self.label}@{times[0]:.2f}s", wall0 + float(times[-1])
+        else:
+            name = f"{self.label}@{start}" if self.rate is None else f"{self.label}@{start / self.rate:.2f}s"
+            ts = time.time()
+        return Frame(index, name, ts, signal=sig[:, 0] if self.channels == 1 else sig,
+                     read_ms=(time.perf_counter() - t0) * 1000, sampling=sampling)
 
     def __iter__(self) -> Iterator[Frame | SourceEvent]:
         buf = np.zeros((0, self.channels), np.float32)
+        times = late = np.zeros(0)  # timed sources only
+        wall0 = 0.0
         start = 0  # sample index of buf[0]
         index = 0
         t0 = time.perf_counter()
         for chunk in self.samples():
+            if isinstance(chunk, SourceEvent):
+                yield chunk
+                continue
+            if chunk is RESTART:  # a gap in the samples: no window spans it
+                start += len(buf)
+                buf, times, late = buf[:0], times[:0], late[:0]
+                continue
             t0 = time.perf_counter()
+            if isinstance(chunk, SampleBlock):
+                times, late, wall0 = np.concatenate([times, chunk.times]), np.concatenate([late, chunk.late]), chunk.wall0
+                chunk = chunk.values
             buf = np.concatenate([buf, np.asarray(chunk, np.float32).reshape(-1, self.channels)])
             while self.window is not None and len(buf) >= self.window:
-                yield self._frame(index, start, buf[: self.window].copy(), t0)
+                yield self._frame(index, start, buf[: self.window].copy(), t0, times[: self.window], late[: self.window], wall0)
                 index += 1
-                buf = buf[self.hop :]
+                buf, times, late = buf[self.hop :], times[self.hop :], late[self.hop :]
                 start += self.hop  # type: ignore[operator]
         if self.window is None and len(buf):
             yield self._frame(index, start, buf, t0)
@@ -98,6 +121,24 @@ class SignalSource:
 
     def close(self) -> None:
         pass
+
+
+class SensorSource(SignalSource):
+    """A live sensor (an I2C ADC...): the same windowing over a :class:`SensorStream`, plus
+    the whole run's sampling figures (:meth:`sampling_summary`)."""
+
+    live = True
+
+    def __init__(self, stream: SensorStream, window: int, hop: int | None, tolerance: float) -> None:
+        super().__init__(stream.label, lambda: iter(stream), window, hop, stream.rate, tolerance=tolerance)
+        self.stream = stream
+        self.stats = stream.stats  # one set of counters: frames counted here, errors there
+
+    def sampling_summary(self) -> dict[str, Any]:
+        return {**self.stream.summary().as_dict(), "realtime": self.stream.realtime}
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def signal_file(path: Path, window: int | None, hop: int | None, rate: float | None, channels: int = 1) -> SignalSource:
