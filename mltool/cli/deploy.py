@@ -22,7 +22,7 @@ def deploy(
     parallel: Annotated[int, typer.Option("--parallel", help="Hosts at a time.")] = 5,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Canary batches, e.g. 1,25%,100%: a failing batch stops the rollout.")] = None,
     max_fail_pct: Annotated[float, typer.Option("--max-fail-pct", help="Failed/unreachable hosts tolerated (percent) before stopping.")] = 0.0,
-    setup: Annotated[bool, typer.Option("--setup", help="Prepare the device: venv + mltool[device] from a locally built wheel.")] = False,
+    setup: Annotated[bool, typer.Option("--setup", help="Prepare the device: venv + mltool[device,mqtt] from a locally built wheel.")] = False,
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="With --setup: the device's TFLite runtime as a pip requirement, e.g. 'ai-edge-litert==2.1.6' (remembered for later setups).")] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Run `mltool bench` on the device and show its numbers.")] = False,
     service: Annotated[Optional[str], typer.Option("--service", help='Install a systemd unit running this mltool command on the current release, e.g. "infer --camera --alert-threshold 0.8".')] = None,

@@ -1,6 +1,6 @@
 """Where mltool keeps things on a device. The one place the device layout is spelled out:
 
-    ROOT/venv/                                   Python venv with mltool[device] (--setup)
+    ROOT/venv/                                   Python venv with mltool[device,mqtt] (--setup)
     ROOT/venv/bin/python, ROOT/venv/bin/mltool
     ROOT/runtime.txt                             the pinned TFLite runtime (deploy --setup --runtime)
     ROOT/models/<name>/releases/<id>/model.tflite   (+ release.json)

@@ -21,7 +21,7 @@ VERSIONS = """
 import json
 from importlib.metadata import PackageNotFoundError, version
 out = {}
-for dist in ("mltool", "numpy", "ai-edge-litert", "tflite-runtime", "opencv-python-headless", "pillow"):
+for dist in ("mltool", "numpy", "ai-edge-litert", "tflite-runtime", "opencv-python-headless", "pillow", "paho-mqtt", "smbus2"):
     try:
         out[dist] = version(dist)
     except PackageNotFoundError:
@@ -48,7 +48,9 @@ def build_wheel(out_dir: Path) -> Path:
 
 RUNTIME_SPEC = re.compile(r"^(?P<name>ai[-_.]edge[-_.]litert|tflite[-_.]runtime)\s*(?P<version>(?:[<>=!~]=?|===)\s*[\w.*+!-]+"
                           r"(?:\s*,\s*(?:[<>=!~]=?|===)\s*[\w.*+!-]+)*)?$", re.IGNORECASE)
-DEVICE_DEPS = ["pillow", "opencv-python-headless", "flatbuffers"]
+# what the device path needs (infer, bench, serve, I2C sensors, MQTT reporting); the runtime comes apart
+EXTRAS = "device,mqtt"
+DEVICE_DEPS = ["pillow", "opencv-python-headless", "flatbuffers", "smbus2", "paho-mqtt>=2.0,<3"]
 
 
 def check_runtime_spec(spec: str) -> str:
@@ -94,12 +96,12 @@ def setup_device(session: Session, layout: DeviceLayout, runtime: str | None = N
         session.put(wheel, f"{layout.expanded(home).root}/{wheel.name}")
     pip = f"{qpath(layout.pip)} install -q --disable-pip-version-check"
     if pin is not None and _is_litert(pin):
-        packages = [f"{remote_wheel}[device]", pin]
+        packages = [f"{remote_wheel}[{EXTRAS}]", pin]
     elif pin is not None or arm32:  # tflite-runtime: the device extra would pull ai-edge-litert in beside it
         packages = [remote_wheel, pin or "tflite-runtime", "numpy<2", *DEVICE_DEPS]
         session.run(f"{qpath(layout.pip)} uninstall -q -y ai-edge-litert", check=False, what="remove ai-edge-litert")
     else:
-        packages = [f"{remote_wheel}[device]"]
+        packages = [f"{remote_wheel}[{EXTRAS}]"]
     session.run(f"{pip} {' '.join(qpath(p) for p in packages)}", what="pip install", timeout=1800)
     if runtime is not None:
         session.run(f"printf '%s\\n' {shlex.quote(runtime)} > {qpath(layout.runtime_pin)}", what="remember the runtime pin")

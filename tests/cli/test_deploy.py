@@ -296,7 +296,8 @@ def test_target_parsing(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_path):
-    """Builds mltool's wheel here, pushes it, creates ROOT/venv there and installs mltool[device]."""
+    """Builds mltool's wheel here, pushes it, creates ROOT/venv there and installs mltool[device,mqtt]
+    (so `infer --mqtt` and I2C sources work on the device with nothing more to install)."""
     server = sshd()
     fresh = deploy_args[:-1] + [str(tmp_path / "fresh-device" / "mltool")]
     r = cli(["deploy", server.target, two_models["a"], *fresh, "--trust-new-host", "--setup", "--bench", "--json"])
@@ -304,6 +305,7 @@ def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_p
     host = r.json()["hosts"][0]
     setup = host["setup"]
     assert setup["installed"]["mltool"] == "0.1.0" and "ai-edge-litert" in setup["installed"]
+    assert setup["installed"]["paho-mqtt"].startswith("2.") and "smbus2" in setup["installed"]
     assert setup["venv"].endswith("fresh-device/mltool/venv")
     assert (tmp_path / "fresh-device" / "mltool" / "venv" / "bin" / "mltool").exists()
     assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["median_ms"] > 0
