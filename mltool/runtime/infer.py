@@ -142,8 +142,12 @@ def run_infer(
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
                               max_reconnects=cfg.max_reconnects)
     source = stream.source
-    saver = _Saver(Path(cfg.save), source) if cfg.save else None
-    on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind})
+    try:  # a live source runs a thread from here on: close it whatever fails
+        saver = _Saver(Path(cfg.save), source) if cfg.save else None
+        on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind})
+    except BaseException:
+        stream.close()
+        raise
 
     latencies: list[float] = []
     processed = alerts = flagged = 0

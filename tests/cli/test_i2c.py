@@ -212,6 +212,9 @@ def test_opening_errors_are_one_line_with_the_fix(cli, ecg_model, fake_bus):
     ("i2c:1:0x48?rate=500", "rate=500 differs from the model's 360 Hz"),
     ("i2c:1:0x48?chip=ads1115,dr=128", "dr=128 is below the sampling rate 360 Hz"),
     ("i2c:1:0x48?gain=2", "gain= applies to chip=ads1115"),
+    ("i2c:1:0x48?channel=0,channel=1", "option 'channel' is given twice (channel=0 and channel=1)"),
+    ("i2c:1:0x48?rate=abc", "rate=abc is not a number"),
+    ("i2c:1:0x48?rate=0.1", "rate=0.1 is out of range in I2C source 'i2c:1:0x48?rate=0.1'. Fix: use a number from 1 to 10000"),
 ])
 def test_usage_errors_exit_2(cli, ecg_model, spec, message):
     r = cli(["infer", ecg_model, "--source", spec])

@@ -180,3 +180,34 @@ def test_a_consumer_that_falls_behind_drops_old_samples_instead_of_queueing():
     drop = next(x for x in items if isinstance(x, SourceEvent))
     assert drop.kind == "dropped" and "use a larger --hop" in drop.message
     assert items[items.index(drop) + 1] is RESTART and stream.stats.dropped == 1
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_hop_longer_than_the_window_holds_for_chunked_sources(timed):
+    """Sensors and stdin deliver a few samples at a time: a --hop longer than the window must
+    still skip hop - window samples (it used to skip only what was buffered)."""
+    from mltool.runtime.sources.signals import SignalSource
+
+    data = np.arange(200, dtype=np.float32)
+
+    def chunks():
+        for i in range(0, len(data), 7):
+            v = data[i : i + 7]
+            if timed:
+                t = np.arange(i, i + len(v)) / 100.0
+                yield SampleBlock(v, t, np.zeros(len(v)), np.zeros(len(v)), 0.0)
+            else:
+                yield v
+            if timed and i == 140:
+                yield RESTART  # a gap: windowing restarts after it, whatever was to be skipped
+
+    src = SignalSource("x", chunks, window=10, hop=30, rate=100.0)
+    frames = [f for f in src if not isinstance(f, SourceEvent)]
+    firsts = [int(f.signal[0]) for f in frames]
+    if timed:  # samples 0..146 before the gap, 147.. after it
+        assert firsts == [0, 30, 60, 90, 120, 147, 177]
+        assert [round(f.sampling.as_dict()["rate_hz"]) for f in frames] == [100] * len(frames)
+    else:
+        assert firsts == [0, 30, 60, 90, 120, 150, 180]
+    for f in frames:
+        assert np.array_equal(f.signal, np.arange(f.signal[0], f.signal[0] + 10))

@@ -174,6 +174,8 @@ def parse_i2c(spec: str) -> I2CSpec:
             raise bad(f"unknown option '{key}'", did_you_mean(key, I2C_KEYS))
         if not eq or not value:
             raise bad(f"option '{key}' has no value", f"write {key}=VALUE")
+        if key in opts:
+            raise bad(f"option '{key}' is given twice ({key}={opts[key]} and {key}={value})", f"keep one {key}=")
         opts[key] = value
     out = I2CSpec(bus=bus, address=address)
     chip = opts.get("chip", out.chip).lower()
@@ -185,18 +187,19 @@ def parse_i2c(spec: str) -> I2CSpec:
             raise bad(f"{key}= applies to chip=ads1115", f"drop {key}= or add chip=ads1115")
 
     def number(key: str, lo: float, hi: float, cast: Any = float) -> Any:
+        hint = f"use a {'whole ' if cast is int else ''}number from {lo:g} to {hi:g}"
         try:
             v = cast(opts[key])
         except ValueError:
-            v = None
-        if v is None or not lo <= v <= hi:
-            raise bad(f"{key}={opts[key]} is out of range", f"use a {'whole ' if cast is int else ''}number from {lo:g} to {hi:g}")
+            raise bad(f"{key}={opts[key]} is not a {'whole ' if cast is int else ''}number", hint) from None
+        if not lo <= v <= hi:
+            raise bad(f"{key}={opts[key]} is out of range", hint)
         return v
 
     if "channel" in opts:
         out.channel = number("channel", 0, 3, int)
     if "rate" in opts:
-        out.rate = number("rate", 1e-3, 100_000)
+        out.rate = number("rate", 1, 10_000)  # I2C ADCs: PCF8591 ~11 kHz at 100 kHz bus, ADS1115 860 SPS
     if "gain" in opts:
         if opts["gain"] not in ADS1115_GAINS:
             raise bad(f"gain={opts['gain']} is not an ADS1115 gain",

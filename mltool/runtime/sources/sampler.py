@@ -204,6 +204,7 @@ class SensorStream:
         self.clock = clock or SYSTEM_CLOCK
         self.max_retries, self.backoff, self.timeout_s = max_retries, backoff, timeout_s
         self.block = max(1, round(rate / 50))  # about 20 ms of samples per hand-over
+        self.timeout_s = max(timeout_s, 2 * self.block / rate + 1)  # slow rates: a block's gap is no stall
         self.max_backlog = max_backlog or int(rate * 10)
         self.stats = SourceStats()
         self.run = RunStats(rate, tolerance)

@@ -91,6 +91,7 @@ class SignalSource:
         times = late = np.zeros(0)  # timed sources only
         wall0 = 0.0
         start = 0  # sample index of buf[0]
+        skip = 0  # a --hop longer than the window: samples still to drop from the next chunks
         index = 0
         t0 = time.perf_counter()
         for chunk in self.samples():
@@ -98,17 +99,27 @@ class SignalSource:
                 yield chunk
                 continue
             if chunk is RESTART:  # a gap in the samples: no window spans it
-                start += len(buf)
+                start += len(buf) + skip
                 buf, times, late = buf[:0], times[:0], late[:0]
+                skip = 0
                 continue
             t0 = time.perf_counter()
-            if isinstance(chunk, SampleBlock):
+            values = chunk.values if isinstance(chunk, SampleBlock) else chunk
+            values = np.asarray(values, np.float32).reshape(-1, self.channels)
+            if skip:  # chunked sources (sensors, stdin) deliver a few samples at a time
+                drop = min(skip, len(values))
+                skip -= drop
+                values = values[drop:]
+                if isinstance(chunk, SampleBlock):
+                    times, late = np.concatenate([times, chunk.times[drop:]]), np.concatenate([late, chunk.late[drop:]])
+                    wall0 = chunk.wall0
+            elif isinstance(chunk, SampleBlock):
                 times, late, wall0 = np.concatenate([times, chunk.times]), np.concatenate([late, chunk.late]), chunk.wall0
-                chunk = chunk.values
-            buf = np.concatenate([buf, np.asarray(chunk, np.float32).reshape(-1, self.channels)])
+            buf = np.concatenate([buf, values])
             while self.window is not None and len(buf) >= self.window:
                 yield self._frame(index, start, buf[: self.window].copy(), t0, times[: self.window], late[: self.window], wall0)
                 index += 1
+                skip = max(0, self.hop - len(buf))  # type: ignore[operator]
                 buf, times, late = buf[self.hop :], times[self.hop :], late[self.hop :]
                 start += self.hop  # type: ignore[operator]
         if self.window is None and len(buf):
