@@ -54,25 +54,36 @@ _SSH_PARAMS = (
 )
 
 
-def ssh_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the SSH options every device command shares (--identity, --port,
-    --known-hosts, --trust-new-host, --timeout, --remote-dir), declared once here. The command
-    receives them as ``ssh`` (an :class:`~mltool.deploy.ssh.SshOptions`) and ``remote_dir``."""
-    names = [n for n, _, _ in _SSH_PARAMS if n != "remote_dir"]
+def _option_group(command: Callable[..., Any], params: tuple, replaces: tuple[str, ...],
+                  build: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
+    """Wrap ``command`` so the CLI sees ``params`` (name, annotation, default) as keyword-only
+    options in place of its parameters ``replaces``; ``build`` turns the options' values into
+    those parameters' arguments."""
     sig = inspect.signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name not in ("ssh", "remote_dir")]
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in _SSH_PARAMS]
+    own = [p for p in sig.parameters.values() if p.name not in replaces]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in params]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        from mltool.deploy.ssh import SshOptions
-
-        opts = {n: kwargs.pop(n) for n in names}
-        return command(ssh=SshOptions(**opts), remote_dir=kwargs.pop("remote_dir"), **kwargs)
+        return command(**build({n: kwargs.pop(n) for n, _, _ in params}), **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**{p.name: p.annotation for p in own + extra}, "return": sig.return_annotation}
     return wrapper
+
+
+def ssh_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the SSH options every device command shares (--identity, --port,
+    --known-hosts, --trust-new-host, --timeout, --remote-dir), declared once here. The command
+    receives them as ``ssh`` (an :class:`~mltool.deploy.ssh.SshOptions`) and ``remote_dir``."""
+
+    def build(values: dict[str, Any]) -> dict[str, Any]:
+        from mltool.deploy.ssh import SshOptions
+
+        remote_dir = values.pop("remote_dir")
+        return {"ssh": SshOptions(**values), "remote_dir": remote_dir}
+
+    return _option_group(command, _SSH_PARAMS, ("ssh", "remote_dir"), build)
 
 
 # --------------------------------------------------------------------------- MQTT options, once
@@ -99,20 +110,23 @@ def mqtt_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the ``--mqtt*`` options (declared once here). The command receives them as
     ``mqtt``: an :class:`~mltool.report.config.MqttOptions`, or None when no ``--mqtt*`` option
     was given. ``MqttOptions.resolve()`` validates them (usage errors, exit 2)."""
-    sig = inspect.signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "mqtt"]
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in _MQTT_PARAMS]
     defaults = {n: d for n, _, d in _MQTT_PARAMS}
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
+    def build(values: dict[str, Any]) -> dict[str, Any]:
         from mltool.report.config import MqttOptions
 
-        values = {n: kwargs.pop(n) for n, _, _ in _MQTT_PARAMS}
-        given = any(values[n] != defaults[n] for n in values)
-        opts = MqttOptions(**{("url" if n == "mqtt" else n.removeprefix("mqtt_")): v for n, v in values.items()})
-        return command(mqtt=opts if given else None, **kwargs)
+        if all(values[n] == defaults[n] for n in values):
+            return {"mqtt": None}
+        return {"mqtt": MqttOptions(**{("url" if n == "mqtt" else n.removeprefix("mqtt_")): v for n, v in values.items()})}
 
-    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {**{p.name: p.annotation for p in own + extra}, "return": sig.return_annotation}
-    return wrapper
+    return _option_group(command, _MQTT_PARAMS, ("mqtt",), build)
+
+
+def mqtt_reporter(mqtt: Any, console: Any) -> Any:
+    """The connected :class:`~mltool.report.reporter.MqttReporter` for validated ``--mqtt*``
+    options (a bad URL is a usage error before any model loads), logging on ``console``."""
+    from mltool.report.reporter import MqttReporter
+
+    reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
+    reporter.connect()
+    return reporter

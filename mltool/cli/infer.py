@@ -16,6 +16,7 @@ from mltool.cli._options import (
     InputShapeOpt,
     ThreadsOpt,
     mqtt_options,
+    mqtt_reporter,
 )
 
 
@@ -67,11 +68,8 @@ def infer(
     )
     console = stderr_console()
     reporter = None
-    if mqtt is not None:  # validated before the model loads: a bad URL is a usage error
-        from mltool.report.reporter import MqttReporter
-
-        reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
-        reporter.connect()
+    if mqtt is not None:
+        reporter = mqtt_reporter(mqtt, console)
     stop = threading.Event()
     stopped: dict[str, str] = {}
 

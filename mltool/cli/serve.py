@@ -14,6 +14,7 @@ from mltool.cli._options import (
     InputShapeOpt,
     ThreadsOpt,
     mqtt_options,
+    mqtt_reporter,
 )
 
 
@@ -80,13 +81,10 @@ def serve(
                       access_log=access_log, predictor=predictor)
     console = stderr_console()
     reporter = None
-    if mqtt is not None:  # validated before the model loads: a bad URL is a usage error
+    if mqtt is not None:
         if cfg.source is None:
             raise ConfigError("--mqtt reports what the live view sees", "add --source SRC or --camera [N]")
-        from mltool.report.reporter import MqttReporter
-
-        reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
-        reporter.connect()
+        reporter = mqtt_reporter(mqtt, console)
     if cfg.exposed and cfg.api_key is None:
         console.print(f"[yellow]warning: listening on {host} without an API key: anyone who can reach this device can use "
                       "the model. Set MLTOOL_API_KEY or --api-key-file, or keep the default 127.0.0.1 and use `mltool tunnel`.[/yellow]",
