@@ -93,7 +93,8 @@ def serve(
     def event(e: dict[str, Any]) -> None:
         kind = e.get("event")
         if reporter is not None and kind in ("ready", "reload"):  # results name the release that made them
-            reporter.start({"model": e["file"], "source": cfg.source, "source_kind": e.get("live_kind"), "task": e.get("task")})
+            reporter.start({"model": e["file"], "release": e["release"], "source": cfg.source, "source_kind": e.get("live_kind"),
+                            "task": e.get("task")})
         if reporter is not None and kind == "stopped":
             e["mqtt"] = reporter.close()
         if json_out:

@@ -21,7 +21,7 @@ from typing import Any
 
 from mltool import __version__
 from mltool.deploy.errors import DeployError, UnreachableError
-from mltool.deploy.layout import MODEL_FILE, DeviceLayout
+from mltool.deploy.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.deploy.ssh import Session, SshOptions, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
 from mltool.runtime.metadata import ModelMetadata
@@ -96,7 +96,7 @@ class Artifact:
 
     @property
     def release_id(self) -> str:
-        return self.sha256[:16]
+        return self.sha256[:RELEASE_ID_DIGITS]
 
 
 def resolve_artifact(model: Path, name: str | None) -> Artifact:

@@ -12,10 +12,22 @@ Paths may start with ``~``: the device's shell (or Python) expands them there.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 MODEL_FILE = "model.tflite"
 RELEASE_FILE = "release.json"
+RELEASE_ID_DIGITS = 16  # a release is named by the first hex digits of its model's SHA-256
+
+
+def release_id(path: str | Path) -> str:
+    """A model file's release id, as deploy names releases (read in 1 MiB pieces)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:RELEASE_ID_DIGITS]
 
 
 @dataclass(frozen=True)

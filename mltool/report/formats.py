@@ -44,14 +44,16 @@ class Context:
         return f"{self.prefix}/{self.device}/{leaf}"
 
 
-def model_identity(path: str | Path) -> tuple[str, str]:
-    """(name, release id) of a model file. The release id is deploy's: the first 16 hex digits
-    of the file's SHA-256; the name is the deployed model's name when the file sits in
+def model_identity(path: str | Path, release: str | None = None) -> tuple[str, str]:
+    """(name, release id) of a model file. The release id is deploy's (hashed here unless the
+    caller knows it); the name is the deployed model's name when the file sits in
     ``models/<name>/releases/<id>/``, else the file's name."""
+    from mltool.deploy.layout import release_id
+
     p = Path(path)
     try:
         real = p.resolve()
-        digest = hashlib.sha256(real.read_bytes()).hexdigest()[:16]
+        digest = release or release_id(real)
     except OSError:
         return p.name, ""
     if real.parent.parent.name == "releases":

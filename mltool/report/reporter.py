@@ -125,7 +125,7 @@ class MqttReporter:
     def start(self, info: dict[str, Any]) -> None:
         if self.publisher is None:
             self.connect()
-        self.ctx.model, self.ctx.release = model_identity(info.get("model", ""))
+        self.ctx.model, self.ctx.release = model_identity(info.get("model", ""), info.get("release"))
         self.ctx.source = str(info.get("source", ""))
         self.ctx.task = str(info.get("task", ""))
         if self.cfg.discovery == "homeassistant":

@@ -13,7 +13,6 @@ is refused at once (the HTTP layer answers 503 with Retry-After) instead of pili
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import queue
 import threading
@@ -25,18 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from mltool.deploy.layout import release_id
 from mltool.errors import MltoolError, ModelError
 from mltool.runtime.predictor import Predictor
 from mltool.runtime.sources import Frame
-
-
-def release_id(path: str | Path) -> str:
-    """What deploy calls a release: the first 16 hex digits of the file's SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 @dataclass

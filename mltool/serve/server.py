@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mltool.deploy.layout import release_id
 from mltool.errors import ConfigError, MltoolError
 from mltool.serve.config import ModelRef, ServeConfig, make_predictor, resolve_model
-from mltool.serve.engine import Engine, release_id
+from mltool.serve.engine import Engine
 
 
 def _log(msg: str) -> None:
