@@ -117,7 +117,8 @@ class _RootGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            with _sigterm_interrupts():
+                return super().invoke(ctx)
         except MltoolError as exc:
             if debug():
                 raise
@@ -132,6 +133,33 @@ class _RootGroup(TyperGroup):
 
             print_error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _sigterm_interrupts() -> Any:
+    """SIGTERM (systemd, ``docker stop``, CI) ends every command as Ctrl-C does: the command's own
+    clean-up runs (a training run's ``.partial`` folder is removed) and it exits 130. Installed for
+    the whole command, from before its first heavy import to after its last line of output, so no
+    phase of any command is left with the default handler that would kill it mid-write. Commands
+    with their own handling (infer, serve) install theirs inside and restore this one."""
+    import contextlib
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed() -> Any:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return installed()
 
 
 app = typer.Typer(

@@ -72,38 +72,15 @@ def train(
         augment=augment, alpha=alpha, weights=weights, fine_tune=fine_tune, fine_tune_epochs=fine_tune_epochs,
     )
     console = stderr_console()
-    with _sigterm_interrupts():  # SIGTERM ends a run like Ctrl-C: its .partial folder is removed
-        result = run_train(
-            config,
-            progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
-            log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
-        )
+    # SIGTERM ends a run like Ctrl-C (the root command installs that for every phase): its .partial folder is removed
+    result = run_train(
+        config,
+        progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
     _render(console, result)
     if json_out:
         print_json(result.summary())
-
-
-def _sigterm_interrupts() -> Any:
-    import contextlib
-    import signal
-    import threading
-
-    @contextlib.contextmanager
-    def handler() -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def interrupt(signum: int, _frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, interrupt)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    return handler()
 
 
 def _progress_callback(console: Any, n_epochs: int, steps: int) -> Any:

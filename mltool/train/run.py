@@ -10,7 +10,9 @@ Usable from Python exactly as the CLI uses it::
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -195,6 +197,32 @@ def _seed_everything(seed: int) -> None:
 
 ProgressFactory = Callable[[int, int], Any]  # (epochs, steps per epoch) -> keras callback
 
+# A run's phases, in order: load, import, fit, epoch (after the first epoch), evaluate, save,
+# plot, finish (the rename into place). MLTOOL_TEST_PAUSE_AT=PHASE holds the run at that phase
+# for up to a minute, after saying so on stderr, so that tests can signal it at a known point
+# instead of after a guessed sleep.
+PAUSE_ENV = "MLTOOL_TEST_PAUSE_AT"
+
+
+def phase(name: str) -> None:
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    print(f"paused at {name}", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _PauseAfterFirstEpoch() -> Any:
+    import keras
+
+    class Pause(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 0:
+                phase("epoch")
+
+    return Pause()
+
 
 def train(
     config: TrainConfig,
@@ -206,6 +234,7 @@ def train(
     """Train, evaluate on the held-out split, and write a complete run directory atomically."""
     cfg = config.resolved()
     started = time.monotonic()
+    phase("load")
     log(f"loading {cfg.task} data")
     ds = load_task(cfg.task, cfg.data, image_size=cfg.image_size, window=cfg.window, download=cfg.download)
     splits = prepare_splits(ds, val_split=cfg.val_split, test_split=cfg.test_split, seed=cfg.seed, limit=cfg.limit)
@@ -216,6 +245,7 @@ def train(
     tmp = rundir.start(parent if cfg.out is None else Path(cfg.out).parent, cfg.task)
     try:
         info = _fit_and_write(cfg, ds, splits, tmp, progress, callbacks or [], log, started)
+        phase("finish")
         final = rundir.finish(tmp, parent, cfg.task, Path(cfg.out) if cfg.out else None)
     except BaseException:
         rundir.abandon(tmp)
@@ -227,12 +257,16 @@ def _fit_and_write(
     cfg: TrainConfig, ds: Dataset, splits: Splits, tmp: Path,
     progress: ProgressFactory | None, extra_callbacks: list[Any], log: Callable[[str], None], started: float,
 ) -> RunInfo:
+    phase("import")
     import_tensorflow()
     import keras
 
     from mltool.train.models import build_model
     from mltool.train.report import plot_confusion, plot_curves, write_history_csv
 
+    phase("fit")
+    if os.environ.get(PAUSE_ENV) == "epoch":
+        extra_callbacks = [*extra_callbacks, _PauseAfterFirstEpoch()]
     _seed_everything(cfg.seed)
     mean, std = normalization_for(ds, splits.x_train, cfg.arch)
     x_train, x_val, x_test = (normalize(a, mean, std) for a in (splits.x_train, splits.x_val, splits.x_test))
@@ -252,6 +286,7 @@ def _fit_and_write(
     best_epoch = phases[-1].best_epoch
     stopped_early = any(p.stopped_early for p in phases)
 
+    phase("evaluate")
     log("evaluating on the held-out test split")
     probs = model.predict(x_test, batch_size=256, verbose=0)
     report = classification_report(splits.y_test, probs.argmax(axis=1), ds.class_names)
@@ -262,9 +297,11 @@ def _fit_and_write(
         log(f"warning: no test samples of {', '.join(missing)}: the test accuracy says nothing about "
             f"{'them' if len(missing) > 1 else 'it'} (use more data or a larger --test-split)")
 
+    phase("save")
     model.save(tmp / "model.keras")
     (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n")
     write_history_csv(history, tmp / "history.csv")
+    phase("plot")
     plot_curves(history, tmp / "curves.png", f"{cfg.task} / {cfg.arch}")
     plot_confusion(np.asarray(report["confusion_matrix"]), ds.class_names, tmp / "confusion_matrix.png",
                    f"{cfg.task}: test accuracy {100 * report['accuracy']:.2f}%")

@@ -293,18 +293,31 @@ def test_damaged_metadata_is_said(cli, fire_models, tmp_path):
 # --------------------------------------------------------------------------- signals, files, cosmetics
 
 
-def test_sigterm_during_train_leaves_no_partial_folder(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "mltool", "train", "digits", "--epochs", "200", "--patience", "0",
-                             "--project", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob(".partial-*/*")):
-        time.sleep(0.1)
-    assert list(tmp_path.glob(".partial-*")), "training never started"
-    time.sleep(1)
+@pytest.mark.parametrize("phase", ["load", "import", "fit", "epoch", "evaluate", "save", "plot", "finish"])
+def test_sigterm_during_train_leaves_no_partial_folder(tmp_path, phase):
+    """A real SIGTERM, sent while the run is held at a known phase (MLTOOL_TEST_PAUSE_AT), ends it like
+    Ctrl-C: exit 130, 'interrupted', and nothing left in --project (no .partial folder, no run)."""
+    env = {**os.environ, "MLTOOL_TEST_PAUSE_AT": phase}
+    proc = subprocess.Popen([sys.executable, "-m", "mltool", "train", "digits", "--epochs", "3", "--patience", "0",
+                             "--project", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.strip() == f"paused at {phase}":
+            break
+    else:
+        proc.wait(timeout=60)
+        pytest.fail(f"the run never reached phase {phase}: {''.join(seen)[-500:]}")
+    if phase not in ("load", "import"):
+        assert list(tmp_path.glob(".partial-*")), "the run folder should exist at this phase"
+    t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, (proc.returncode, err[-500:])
+    assert "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+    print(f"SIGTERM at {phase}: exit 130 after {took:.2f} s")
 
 
 def test_files_get_the_normal_umask_and_convert_json_keeps_earlier_modes(cli, digits_run, tmp_path):
