@@ -28,8 +28,8 @@ from mltool.errors import MltoolError
 EXIT_INTERRUPTED = 130
 
 
-# Options whose value is optional: given bare, they take this value (`--camera` = camera 0).
-OPTIONAL_VALUE_OPTIONS = {"--camera": "0"}
+# Options whose value is optional: given bare, they take this value (`--camera` = the device's camera).
+OPTIONAL_VALUE_OPTIONS = {"--camera": "camera"}
 
 
 def normalize_optional_values(args: list[str]) -> list[str]:

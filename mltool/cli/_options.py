@@ -19,6 +19,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, sa
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads (given to the constructor).", min=1)]
 DelegateOpt = Annotated[Optional[str], typer.Option("--delegate", help="External delegate library for the interpreter, e.g. libedgetpu.so.1 (Coral Edge TPU).")]
 DelegateOptionOpt = Annotated[Optional[list[str]], typer.Option("--delegate-option", help="KEY=VALUE passed to the delegate (repeatable), e.g. device=usb.")]
+CameraOpt = Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="The device's camera: a Pi camera module (libcamera) if attached, else the first USB/V4L2 camera. --camera N or /dev/videoN: that V4L2 camera; picamera:N: that libcamera camera.")]
+CameraSizeOpt = Annotated[Optional[str], typer.Option("--camera-size", metavar="WxH", help="Camera frame size, e.g. 640x480 (default: 640x480 for a Pi camera module, the driver's for USB cameras).")]
+CameraFpsOpt = Annotated[Optional[float], typer.Option("--camera-fps", metavar="FPS", help="Camera frame rate to ask for.")]
+CameraTransformOpt = Annotated[Optional[str], typer.Option("--camera-transform", metavar="T", help="hflip | vflip | rot180 (a module mounted upside down: rot180).")]
 InputShapeOpt = Annotated[Optional[str], typer.Option("--input-shape", help="Fix a dynamic input's shape, e.g. 1,16000 (one shape per input, separated by ':').")]
 
 

@@ -11,6 +11,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mltool.cli._options import (
+    CameraFpsOpt,
+    CameraOpt,
+    CameraSizeOpt,
+    CameraTransformOpt,
     DelegateOpt,
     DelegateOptionOpt,
     InputShapeOpt,
@@ -24,8 +28,11 @@ from mltool.cli._options import (
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
     source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
-    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// stream, picamera, .npy/.csv/.wav signal, - (stdin samples), or an I2C ADC: i2c:BUS:ADDR?chip=pcf8591|ads1115,channel=N (see README).")] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Camera shorthand: --camera (index 0) or --camera N.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Image, directory, glob, video, camera (the device's), camera index, /dev/videoN, picamera[:N], rtsp:// or http:// stream, .npy/.csv/.wav signal, - (stdin samples), or an I2C ADC: i2c:BUS:ADDR?chip=pcf8591|ads1115,channel=N (see README).")] = None,
+    camera: CameraOpt = None,
+    camera_size: CameraSizeOpt = None,
+    camera_fps: CameraFpsOpt = None,
+    camera_transform: CameraTransformOpt = None,
     threads: ThreadsOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")] = None,
@@ -54,6 +61,7 @@ def infer(
     from mltool.errors import ConfigError
     from mltool.runtime.infer import InferConfig, run_infer
     from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
+    from mltool.runtime.sources.camera import camera_options
 
     chosen = [s for s in (source_arg, source, camera) if s is not None]
     if len(chosen) != 1:
@@ -65,6 +73,7 @@ def infer(
         alert_class=alert_class, score_threshold=score_threshold, save=save, max_frames=max_frames,
         every=every, hop=hop, window=window, timeout_s=timeout, max_reconnects=max_reconnects, delegate=delegate,
         delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape),
+        camera=camera_options(camera_size, camera_fps, camera_transform),
     )
     console = stderr_console()
     reporter = None
@@ -139,6 +148,17 @@ class _View:
                            f"{info['task']}) on {info['source_kind']} {escape(info['source'])}[/dim]", soft_wrap=True)
         for note in info.get("notes", []):
             self.console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
+        cam = info.get("camera")
+        if cam:
+            size = "x".join(map(str, cam["size"])) if cam.get("size") else "default size"
+            self.console.print(f"[dim]camera {escape(cam['camera'])} ({escape(cam['name'])}, {cam['backend']}; {size}"
+                               f"{', ' + str(cam['fps']) + ' fps' if cam.get('fps') else ''}"
+                               f"{', ' + cam['transform'] if cam.get('transform') not in (None, 'none') else ''}): "
+                               f"{escape(cam['reason'])}[/dim]", soft_wrap=True)
+            if self.json_out:
+                from mltool.cli._output import print_json_line
+
+                print_json_line({"event": "camera", **cam})
         if self.console.is_terminal and info["source_kind"] in ("camera", "stream", "picamera", "video"):
             from rich.live import Live
 

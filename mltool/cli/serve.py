@@ -9,6 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mltool.cli._options import (
+    CameraFpsOpt,
+    CameraOpt,
+    CameraSizeOpt,
+    CameraTransformOpt,
     DelegateOpt,
     DelegateOptionOpt,
     InputShapeOpt,
@@ -37,7 +41,10 @@ def serve(
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Allow browsers on this origin (repeatable, or *). Off by default.")] = None,
     source: Annotated[Optional[str], typer.Option("--source", "-s", help="Live view: run continuously on this source (camera, stream, video, picamera...) and serve /, /stream.mjpg, /snapshot.jpg, /events.")] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="Live view shorthand: --camera (index 0) or --camera N.")] = None,
+    camera: CameraOpt = None,
+    camera_size: CameraSizeOpt = None,
+    camera_fps: CameraFpsOpt = None,
+    camera_transform: CameraTransformOpt = None,
     every: Annotated[int, typer.Option("--every", help="Live view: process every Nth frame.")] = 1,
     fps: Annotated[float, typer.Option("--fps", help="Live view: MJPEG frames per second per viewer, at most.")] = 10.0,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between checks of a deployed model's current release (0: only on SIGHUP).")] = 2.0,
@@ -64,6 +71,7 @@ def serve(
     from mltool.cli._output import print_json_line, stderr_console
     from mltool.errors import ConfigError
     from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
+    from mltool.runtime.sources.camera import camera_options
     from mltool.serve.config import ServeConfig, read_api_key
     from mltool.serve.server import serve as run_serve
 
@@ -77,7 +85,8 @@ def serve(
     cfg = ServeConfig(model=model, host=host, port=port, name=name, root=root, workers=workers, queue=queue, batch=batch,
                       batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
                       api_key=read_api_key(api_key, api_key_file), cors_origins=list(cors_origin or []),
-                      source=source if source is not None else camera, every=every, fps=fps, poll_s=poll,
+                      source=source if source is not None else camera,
+                      camera=camera_options(camera_size, camera_fps, camera_transform), every=every, fps=fps, poll_s=poll,
                       access_log=access_log, predictor=predictor)
     console = stderr_console()
     reporter = None
@@ -103,6 +112,9 @@ def serve(
             console.print(f"serving {e['model']} (release {e['release']}) on {e['url']}  workers {e['workers']}, queue {e['queue']}"
                           + (f", following {e['follows']}" if e["follows"] else "") + (f", live view of {e['live']} at {e['url']}/" if e["live"] else "")
                           + f"; ready in {e['startup_s']:.2f} s", soft_wrap=True)
+            cam = e.get("camera")
+            if cam:
+                console.print(f"camera {cam['camera']} ({cam['name']}, {cam['backend']}): {cam['reason']}", soft_wrap=True, markup=False)
         elif kind == "stopped":
             console.print(f"stopped: {e['requests']} requests, {e['inferences']} inferences, {e['reloads']} reloads "
                           f"({e['reload_failures']} failed)" + (f", {e['unfinished']} unfinished" if e["unfinished"] else ""), soft_wrap=True)

@@ -57,18 +57,58 @@ def _board() -> str | None:
 
 
 def _cameras(probe: bool) -> list[dict[str, Any]]:
+    """V4L2 devices; with ``probe``, each webcam opened and read once through OpenCV."""
+    from mltool.runtime.sources.camera import v4l2_devices
+
     cams = []
-    for dev in sorted(glob.glob("/dev/video*")):
-        entry: dict[str, Any] = {"device": dev, "usable": None}
-        if probe and importlib.util.find_spec("cv2") is not None:
+    for entry in v4l2_devices():
+        entry["usable"] = None
+        if probe and entry["webcam"] and importlib.util.find_spec("cv2") is not None:
             import cv2
 
-            cap = cv2.VideoCapture(dev)
+            cap = cv2.VideoCapture(entry["device"])
             ok = cap.isOpened() and cap.read()[0]
             cap.release()
             entry["usable"] = bool(ok)
         cams.append(entry)
     return cams
+
+
+def _camera_checks(check: Any, probe: bool, on_pi: bool) -> dict[str, Any]:
+    """The cameras: libcamera's (through picamera2), V4L2's, and which one `--camera` takes."""
+    from mltool.errors import MltoolError
+    from mltool.runtime.sources.camera import (
+        APT_PICAMERA2,
+        choose_camera,
+        libcamera_cameras,
+        picamera2_hint,
+    )
+
+    libcams, why = libcamera_cameras()
+    if libcams is None:
+        check("cameras (libcamera)", False if on_pi else None, f"picamera2 cannot be imported: {why}",
+              picamera2_hint() if on_pi else f"on a Raspberry Pi with a camera module: {APT_PICAMERA2}")
+    else:
+        where = {0: "front", 1: "back", 2: "external"}
+        check("cameras (libcamera)", bool(libcams) if on_pi else None,
+              ", ".join(f"picamera:{c['num']} {c['model']} ({where.get(c['location'], 'location ?')}"
+                        f"{', rotation ' + str(c['rotation']) if c['rotation'] is not None else ''})" for c in libcams)
+              or "picamera2 sees no camera", "check the ribbon cable, then `rpicam-hello --list-cameras`")
+    cams = _cameras(probe)
+    webcams = [c for c in cams if c["webcam"]]
+    check("cameras (V4L2)", all(c["usable"] is not False for c in webcams) if webcams else None,
+          ", ".join(f"{c['device']} {c['name']}" + (f" ({c['bus']}"
+                    + ("" if c["usable"] is None else ", readable" if c["usable"] else ", NOT readable") + ")"
+                    if c["webcam"] else " (not a camera: part of the Pi camera pipeline or a codec)") for c in cams)
+          or "no /dev/video* devices",
+          "check the cable, `ls -l /dev/video*`, and that your user is in the 'video' group")
+    try:
+        choice = choose_camera("camera").as_dict()
+        check("--camera", True, f"{choice['camera']} ({choice['name']}, {choice['backend']}): {choice['reason']}")
+    except MltoolError as exc:
+        choice = {"error": exc.message}
+        check("--camera", None, exc.message, exc.hint)
+    return {"cameras": cams, "libcamera": libcams, "camera": choice}
 
 
 SMOKE = r"""
@@ -159,18 +199,11 @@ def run_doctor(probe_cameras: bool = True, smoke: bool = True) -> dict[str, Any]
     cv = _version("cv2")
     check("opencv", cv is not None, cv or "not installed (needed for video, cameras, streams)", "pip install opencv-python-headless")
     check("pillow", _version("PIL") is not None, _version("PIL") or "not installed (needed for image files)", "pip install pillow")
-    cams = _cameras(probe_cameras)
-    usable = [c["device"] for c in cams if c["usable"]]
-    check("cameras (OpenCV)", bool(usable) if cams else None,
-          (", ".join(f"{c['device']}{'' if c['usable'] is None else (' ok' if c['usable'] else ' not readable')}" for c in cams)
-           or "no /dev/video* devices"),
-          "check the cable, `ls -l /dev/video*`, and that your user is in the 'video' group")
     pc = _version("picamera2")
-    check("picamera2", pc is not None if board and "Raspberry Pi" in board else None,
-          pc or "not installed", "sudo apt install python3-picamera2 (and create the venv with --system-site-packages)")
+    on_pi = bool(board and "Raspberry Pi" in board)
+    cameras = _camera_checks(check, probe_cameras, on_pi)
     buses = sorted(glob.glob("/dev/i2c-*"))
     sm = _version("smbus2")
-    on_pi = bool(board and "Raspberry Pi" in board)
     check("i2c (sensors)", bool(buses) and sm is not None if on_pi else None,
           f"{', '.join(buses) or 'no /dev/i2c-* buses'}; smbus2 {sm or 'not installed'}",
           None if not on_pi else "enable I2C with `sudo raspi-config nonint do_i2c 0` and reboot" if not buses else "pip install smbus2")
@@ -181,6 +214,6 @@ def run_doctor(probe_cameras: bool = True, smoke: bool = True) -> dict[str, Any]
         "mltool": __version__, "python": platform.python_version(), "arch": arch, "bits": bits,
         "cores": os.cpu_count(), "memory_mib": _memory_mib(), "board": board,
         "numpy": numpy_v, "runtime": {"active": active, "versions": runtimes},
-        "opencv": cv, "cameras": cams, "picamera2": pc, "smoke_test": smoke_result, "i2c_buses": buses, "checks": checks,
+        "opencv": cv, **cameras, "picamera2": pc, "smoke_test": smoke_result, "i2c_buses": buses, "checks": checks,
         "ok": not required_missing,
     }

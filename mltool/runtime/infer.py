@@ -20,6 +20,7 @@ import numpy as np
 from mltool.errors import ConfigError
 from mltool.runtime.predictor import Result, check_options
 from mltool.runtime.sources import SourceEvent
+from mltool.runtime.sources.camera import CameraOptions
 
 
 @dataclass
@@ -45,6 +46,7 @@ class InferConfig:
     delegate: str | None = None
     delegate_options: dict[str, str] | None = None
     input_shape: list[list[int]] | None = None  # resize dynamic inputs (like benchmark_model --input_layer_shape)
+    camera: CameraOptions | None = None  # size, rate, transform of a camera source
 
     def validate(self) -> None:
         check_options(self.task, self.top_k, self.alert_threshold)
@@ -140,11 +142,12 @@ def run_infer(
                           alert_class=cfg.alert_class, delegate=cfg.delegate, delegate_options=cfg.delegate_options,
                           input_shape=cfg.input_shape, window=cfg.window)
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
-                              max_reconnects=cfg.max_reconnects)
+                              max_reconnects=cfg.max_reconnects, camera=cfg.camera)
     source = stream.source
     try:  # a live source runs a thread from here on: close it whatever fails
         saver = _Saver(Path(cfg.save), source) if cfg.save else None
-        on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind})
+        on_start({**predictor.describe(), "source": source.label, "source_kind": source.kind,
+                  "camera": getattr(source, "camera", None)})
     except BaseException:
         stream.close()
         raise
@@ -192,6 +195,8 @@ def run_infer(
                        "p90": round(float(np.percentile(lat, 90)), 3)},
         "stopped_by": stopped_by, "saved_to": str(cfg.save) if cfg.save else None,
     }
+    if getattr(source, "camera", None):
+        summary["camera"] = source.camera
     sampling = getattr(source, "sampling_summary", None)
     if sampling is not None:  # live sensors: the whole run's rate and jitter, and flagged windows
         summary["sampling"] = {**sampling(), "flagged_windows": flagged}

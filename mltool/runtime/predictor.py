@@ -27,6 +27,7 @@ from mltool.runtime.classify import Classification, alert_index, is_scores, prob
 from mltool.runtime.detect import Detection, decode, detection_outputs
 from mltool.runtime.labels import Labels
 from mltool.runtime.sources import Frame, SamplingStats, Source, SourceEvent
+from mltool.runtime.sources.camera import CameraOptions
 
 TASKS = ("auto", "classify", "detect")
 
@@ -316,7 +317,7 @@ class Predictor:
         return results
 
     def stream(self, source: str | Source, *, every: int = 1, events: bool = False, hop: int | None = None,
-               timeout_s: float = 5.0, max_reconnects: int | None = None) -> Stream:
+               timeout_s: float = 5.0, max_reconnects: int | None = None, camera: CameraOptions | None = None) -> Stream:
         """Results for every frame of ``source`` (anything `mltool infer` takes, or an open
         :class:`~mltool.runtime.sources.Source`); with ``events=True`` also the source's events
         (errors, lost, reconnected, stalled). Use it as an iterator or a context manager."""
@@ -325,7 +326,7 @@ class Predictor:
 
             source = open_source(source, kind=self.kind, signal_window=self.input.window, channels=self.input.channels,
                                  hop=hop, rate=self.input.rate_hz, timeout_s=timeout_s, max_reconnects=max_reconnects,
-                                 draft=self._draft())
+                                 draft=self._draft(), camera=camera)
         if self.kind == "image" and source.kind == "signal":
             source.close()
             raise ConfigError(f"{self.model.path} takes images but {source.label} is a signal source",

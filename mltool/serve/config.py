@@ -31,6 +31,7 @@ class ServeConfig:
     api_key: str | None = field(default=None, repr=False)
     cors_origins: list[str] = field(default_factory=list)
     source: str | None = None  # live view: any `mltool infer` source
+    camera: Any = None  # the live camera's CameraOptions (size, rate, transform)
     every: int = 1
     fps: float = 10.0  # MJPEG frame-rate cap per viewer
     source_timeout_s: float = 5.0

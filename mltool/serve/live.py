@@ -90,7 +90,7 @@ class LiveView:
         p = self.app.engine.release.first  # type: ignore[union-attr]
         self._source = open_source(self.spec, kind=p.kind, signal_window=p.input.window, channels=p.input.channels,
                                    rate=p.input.rate_hz, timeout_s=self.cfg.source_timeout_s,
-                                   max_reconnects=self.cfg.max_reconnects, draft=p._draft())
+                                   max_reconnects=self.cfg.max_reconnects, draft=p._draft(), camera=self.cfg.camera)
         if p.kind == "image" and self._source.kind == "signal":
             self._source.close()
             from mltool.errors import ConfigError

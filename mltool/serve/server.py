@@ -184,7 +184,8 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
                  "file": str(rel.path) if rel else None, "follows": str(ref.watch) if ref.follows else None,
                  "workers": cfg.workers, "queue": cfg.queue, "batch": cfg.batch, "batchable": bool(rel and rel.batchable),
                  "api_key": cfg.api_key is not None, "live": cfg.source, "task": rel.first.task if rel else None,
-                 "live_kind": live.kind if live is not None else None, "startup_s": round(time.perf_counter() - t0, 3)}
+                 "live_kind": live.kind if live is not None else None,
+                 "camera": getattr(live._source, "camera", None) if live is not None else None, "startup_s": round(time.perf_counter() - t0, 3)}
         on_event(ready)  # before the live view starts: its consumers (MQTT) learn the release from it
         if live is not None:
             live.start(loop)

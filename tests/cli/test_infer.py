@@ -293,7 +293,7 @@ def test_doctor_reports_runtime(cli):
     rep = r.json()
     assert rep["runtime"]["active"] == "ai_edge_litert" and rep["ok"] is True
     assert rep["cores"] == os.cpu_count()
-    assert {c["name"] for c in rep["checks"]} >= {"python", "numpy", "tflite runtime", "opencv", "cameras (OpenCV)",
+    assert {c["name"] for c in rep["checks"]} >= {"python", "numpy", "tflite runtime", "opencv", "cameras (V4L2)", "cameras (libcamera)", "--camera",
                                                  "i2c (sensors)"}
     i2c = next(c for c in rep["checks"] if c["name"] == "i2c (sensors)")
     assert i2c["status"] == "info" and "no /dev/i2c-* buses; smbus2 0." in i2c["detail"] and rep["i2c_buses"] == []
@@ -302,6 +302,8 @@ def test_doctor_reports_runtime(cli):
 def test_camera_shorthand_parsing(cli, fire_models):
     # No camera exists here: the error names which device --camera resolved to.
     r = cli(["infer", fire_models["int8"], "--camera", "--timeout", "1"])
+    assert r.exit_code == 1 and "no camera found: picamera2 not importable and no V4L2 capture device" in r.stderr
+    r = cli(["infer", fire_models["int8"], "--camera", "0", "--timeout", "1"])
     assert r.exit_code == 1 and "cannot open camera 0" in r.stderr
     r = cli(["infer", fire_models["int8"], "--camera", "3", "--timeout", "1"])
     assert r.exit_code == 1 and "cannot open camera 3" in r.stderr

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mltool.errors import DataError
+from mltool.runtime.sources.camera import CameraOptions, flip, picamera2_hint
 from mltool.runtime.sources.frames import Frame, SourceEvent, SourceStats
 
 
@@ -21,9 +22,10 @@ class _Reader(Protocol):
 
 
 class CvReader:
-    """OpenCV capture (camera index, /dev/videoN, rtsp, non-MJPEG http) with FFmpeg timeouts."""
+    """OpenCV capture (camera index, /dev/videoN, rtsp, non-MJPEG http) with FFmpeg timeouts;
+    a camera's size and rate asked of the driver, its transform done here."""
 
-    def __init__(self, target: int | str, timeout_s: float) -> None:
+    def __init__(self, target: int | str, timeout_s: float, options: CameraOptions | None = None) -> None:
         import cv2
 
         ms = int(timeout_s * 1000)
@@ -32,12 +34,18 @@ class CvReader:
         if not self.cap.isOpened():
             self.cap.release()
             raise OSError(f"OpenCV could not open {target}")
+        self.transform = options.transform if options else None
+        if options is not None and options.size is not None:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, options.size[0])
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, options.size[1])
+        if options is not None and options.fps is not None:
+            self.cap.set(cv2.CAP_PROP_FPS, options.fps)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         import cv2
 
         ok, bgr = self.cap.read()
-        return (True, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) if ok else (False, None)
+        return (True, flip(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.transform)) if ok else (False, None)
 
     def release(self) -> None:
         self.cap.release()
@@ -213,26 +221,6 @@ def open_url(url: str, timeout_s: float) -> _Reader:
     return CvReader(url, timeout_s)
 
 
-class PiCameraReader:
-    """picamera2 on a Raspberry Pi. Kept thin: it cannot be exercised off a Pi."""
-
-    def __init__(self, size: tuple[int, int] = (640, 480)) -> None:
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
-
-        self.cam = Picamera2()
-        self.cam.configure(self.cam.create_video_configuration(main={"size": size, "format": "RGB888"}))
-        self.cam.start()
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        arr = self.cam.capture_array()
-        # picamera2's "RGB888" is BGR byte order in memory.
-        return True, arr[..., ::-1].copy()
-
-    def release(self) -> None:
-        self.cam.stop()
-        self.cam.close()
-
-
 class LiveSource:
     """A capture thread that keeps only the newest frame, reopens a lost device with backoff,
     and never lets a read hang the consumer: no new frame within ``timeout_s`` is a stall."""
@@ -249,6 +237,7 @@ class LiveSource:
         self.max_reconnects = max_reconnects
         self.stats = SourceStats()
         self.fps = None
+        self.camera: dict[str, Any] | None = None  # which camera and backend, and why (cameras only)
         self._cond = threading.Condition()
         self._latest: tuple[int, float, np.ndarray, float] | None = None
         self._seq = 0
@@ -359,6 +348,6 @@ def _open_hint(kind: str) -> str:
     return {
         "camera": "check the device (ls /dev/video*, `mltool doctor`) and that no other program holds it",
         "stream": "check the URL in a browser or with ffprobe; the camera may be offline",
-        "picamera": "install picamera2 (apt install python3-picamera2) and enable the camera",
+        "picamera": f"check the ribbon cable and that no other program holds the camera; {picamera2_hint()}",
     }.get(kind, "check the source")
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mltool.errors import ConfigError, DataError, did_you_mean
+from mltool.runtime.sources.camera import CameraOptions
 from mltool.runtime.sources.files import VIDEO_EXTENSIONS, ImageFiles, VideoFile, image_exts
 from mltool.runtime.sources.frames import Source
-from mltool.runtime.sources.live import CvReader, LiveSource, PiCameraReader, open_url
+from mltool.runtime.sources.live import CvReader, LiveSource, open_url
 from mltool.runtime.sources.signals import (
     SIGNAL_EXTENSIONS,
     MultiSignal,
@@ -48,12 +49,14 @@ def open_source(
     max_reconnects: int | None = None,
     stdin: Any = None,
     draft: tuple[int, int] | None = None,
+    camera: CameraOptions | None = None,
 ) -> Source:
     """Open whatever ``spec`` names for a model that takes ``kind`` ("image" or "signal";
     default: "signal" when ``signal_window`` is given). Signal models read windows of
     ``signal_window`` samples (None: each file whole, for models with a dynamic length) of
     ``channels`` channels every ``hop`` samples. Image files much larger than ``draft`` (W, H)
-    are decoded reduced (JPEG), exactly as training read them."""
+    are decoded reduced (JPEG), exactly as training read them. ``camera`` (size, rate, transform)
+    applies to cameras: ``camera`` (the device's camera), ``picamera[:N]``, ``N``, ``/dev/videoN``."""
     window = signal_window
     signal = kind == "signal" or (kind is None and window is not None)
     if hop is not None and hop < 1:
@@ -71,11 +74,11 @@ def open_source(
         return SignalSource("stdin", stdin_samples(stdin or sys.stdin, channels), window, hop, rate, channels)
     if spec.startswith("i2c:"):
         return _i2c_source(spec, signal, window, channels, hop, rate, timeout_s, max_reconnects)
-    if spec == "picamera":
-        return LiveSource(lambda: PiCameraReader(), "picamera", "picamera", timeout_s=timeout_s, max_reconnects=max_reconnects)
-    if spec.isdigit() or spec.startswith("/dev/video"):
-        target: int | str = int(spec) if spec.isdigit() else spec
-        return LiveSource(lambda: CvReader(target, timeout_s), spec, "camera", timeout_s=timeout_s, max_reconnects=max_reconnects)
+    if is_camera(spec):
+        return _camera_source(spec, camera, signal, timeout_s, max_reconnects)
+    if camera is not None:
+        raise ConfigError(f"--camera-size, --camera-fps and --camera-transform apply to cameras, not to {spec}",
+                          "drop them, or use --camera")
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https", "rtsp", "rtmp", "udp", "tcp"):
@@ -96,9 +99,32 @@ def open_source(
         return _files_source(files, str(path), signal, window, hop, rate, channels, draft)
     if not path.exists():
         raise DataError(f"source {spec} does not exist",
-                        "pass an image, directory, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, picamera, "
+                        "pass an image, directory, glob, video, camera, camera index, /dev/videoN, rtsp:// or http:// URL, picamera[:N], "
                         "signal file, i2c:BUS:ADDR, or '-'")
     return _files_source([path], str(path), signal, window, hop, rate, channels, draft)
+
+
+def is_camera(spec: str) -> bool:
+    return spec in ("camera", "picamera") or spec.startswith("picamera:") or spec.isdigit() or spec.startswith("/dev/video")
+
+
+def _camera_source(spec: str, options: CameraOptions | None, signal: bool, timeout_s: float,
+                   max_reconnects: int | None) -> Source:
+    from mltool.runtime.sources.camera import PiCameraReader, choose_camera
+
+    if signal:
+        raise ConfigError(f"this model takes 1-D signals, but {spec} is a camera", "pass signal files, '-' or i2c:BUS:ADDR")
+    choice = choose_camera(spec)
+    if choice.backend == "libcamera":
+        num = int(choice.spec.partition(":")[2] or 0)
+        source = LiveSource(lambda: PiCameraReader(num, options), choice.spec, "picamera", timeout_s=timeout_s,
+                            max_reconnects=max_reconnects)
+    else:
+        target: int | str = int(choice.spec) if choice.spec.isdigit() else choice.spec
+        source = LiveSource(lambda: CvReader(target, timeout_s, options), choice.spec, "camera", timeout_s=timeout_s,
+                            max_reconnects=max_reconnects)
+    source.camera = {**choice.as_dict(), **(options or CameraOptions()).as_dict()}
+    return source
 
 
 def _files_source(files: list[Path], label: str, signal: bool, window: int | None, hop: int | None, rate: float | None,
