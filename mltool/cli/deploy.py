@@ -86,9 +86,18 @@ def _render(console: Any, fleet: Any) -> None:
             pin = r.setup.get("runtime_pin")
             pinned = f"; runtime pinned to {pin}{' (remembered)' if r.setup.get('pin_remembered') else ''}" if pin else ""
             smoke = (r.setup.get("smoke_test") or {}).get("detail", "")
-            console.print(f"{r.host}: set up Python {r.setup['python']} on {r.setup['machine']}, installed "
-                          + ", ".join(f"{k} {v}" for k, v in r.setup["installed"].items()) + pinned
-                          + (f"; smoke test: {smoke}" if smoke else ""), soft_wrap=True)
+            st = r.setup
+            os_name = f"{st['os']}, " if st.get("os") else ""
+            venv = {"created": "venv created", "upgraded": "venv now sees the system's packages", "kept": "venv kept"}.get(
+                st.get("venv_state"), "venv")
+            apt = f"; apt installed {', '.join(st['apt_installed'])}" if st.get("apt_installed") else ""
+            console.print(f"{r.host}: set up Python {st['python']} on {os_name}{st.get('arch') or st['machine']} ({venv}{apt}), "
+                          "installed " + ", ".join(f"{k} {v}" for k, v in st["installed"].items()) + pinned
+                          + (f"; smoke test: {smoke}" if smoke else ""), soft_wrap=True, markup=False)
+            cam = st.get("camera") or {}
+            if cam:
+                console.print(f"{r.host}: --camera there: " + (cam["error"] if "error" in cam else
+                              f"{cam['camera']} ({cam['name']}, {cam['backend']})"), soft_wrap=True, markup=False)
             for w in r.setup["warnings"]:
                 console.print(f"[yellow]{r.host}: {w}[/yellow]")
         if r.service:

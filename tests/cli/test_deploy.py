@@ -311,6 +311,10 @@ def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_p
     assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["median_ms"] > 0
     assert setup["smoke_test"]["status"] == "ok" and setup["runtime_pin"] is None
     assert "set up Python" in r.stderr
+    # the venv sees the system's packages (Pi OS's picamera2), its own still first
+    assert setup["venv_state"] == "created" and setup["arch"] in ("amd64", "arm64")
+    cfg = (tmp_path / "fresh-device" / "mltool" / "venv" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = true" in cfg
 
 
 @pytest.mark.slow
@@ -328,9 +332,14 @@ def test_setup_pins_the_runtime_on_a_device_without_sftp(cli, sshd, deploy_args,
     assert host["setup"]["smoke_test"]["status"] == "ok" and host["setup"]["smoke_test"]["version"] == "2.1.6"
     assert (root / "runtime.txt").read_text().strip() == "ai-edge-litert==2.1.6"
     assert "runtime pinned to ai-edge-litert==2.1.6" in r.stderr
+    # a venv an earlier mltool made without the system's packages is switched over, keeping the pin
+    cfg = root / "venv" / "pyvenv.cfg"
+    cfg.write_text(cfg.read_text().replace("include-system-site-packages = true", "include-system-site-packages = false"))
     r = cli(["deploy", server.target, *args, "--setup", "--json"])  # later setups keep the pin
     host = r.json()["hosts"][0]
     assert r.exit_code == 0 and host["setup"]["pin_remembered"] is True and host["setup"]["installed"]["ai-edge-litert"] == "2.1.6"
+    assert host["setup"]["venv_state"] == "upgraded" and "include-system-site-packages = true" in cfg.read_text()
+    assert "venv now sees the system's packages" in r.stderr
     r = cli(["deploy", server.target, two_models["a"], *args, "--json"])
     host = r.json()["hosts"][0]
     assert r.exit_code == 0 and host["status"] == "changed" and host["upload"] == "exec"
@@ -460,3 +469,35 @@ def test_doctor_reports_a_crashing_runtime_as_a_crash(tmp_path):
                                  "detail": "the runtime crashed (SIGSEGV) creating an interpreter"}
     check = next(c for c in rep["checks"] if c["name"] == "runtime smoke test")
     assert check["status"] == "missing" and "ai-edge-litert==2.1.6" in check["fix"]
+
+
+@pytest.mark.parametrize("probe,arm32,arch", [
+    ({"machine": "aarch64", "bits": 64, "dpkg_arch": "arm64"}, False, "arm64"),
+    ({"machine": "aarch64", "bits": 32, "dpkg_arch": "armhf"}, True, "armhf"),  # 32-bit Pi OS on a Pi 4/5's 64-bit kernel
+    ({"machine": "aarch64", "bits": 32, "dpkg_arch": ""}, True, "armhf"),
+    ({"machine": "armv7l", "bits": 32, "dpkg_arch": "armhf"}, True, "armhf"),
+    ({"machine": "x86_64", "bits": 64, "dpkg_arch": "amd64"}, False, "amd64"),
+])
+def test_device_platform_reads_the_userland_not_the_kernel(probe, arm32, arch):
+    from mltool.deploy.setup import device_platform
+
+    plat = device_platform(probe)
+    assert (plat["arm32"], plat["arch"]) == (arm32, arch)
+
+
+def test_32bit_trixie_and_armv6_are_refused_before_anything_is_installed():
+    from mltool.deploy.errors import DeployError
+    from mltool.deploy.setup import check_supported, device_platform
+
+    trixie = {"machine": "armv7l", "bits": 32, "dpkg_arch": "armhf", "python": "3.13.5",
+              "os": "Raspbian GNU/Linux 13 (trixie)"}
+    with pytest.raises(DeployError) as e:
+        check_supported("pi@zero2", trixie, device_platform(trixie))
+    line = e.value.one_line()
+    assert line.startswith("pi@zero2 runs 32-bit Raspbian GNU/Linux 13 (trixie) with Python 3.13.5: no TFLite runtime exists")
+    assert "flash 64-bit Raspberry Pi OS" in line and "bookworm (Python 3.11)" in line
+    bookworm = {**trixie, "python": "3.11.2", "os": "Raspbian GNU/Linux 12 (bookworm)"}
+    check_supported("pi@pi3", bookworm, device_platform(bookworm))  # supported: tflite-runtime 2.14
+    zero = {**bookworm, "machine": "armv6l"}
+    with pytest.raises(DeployError, match="ARMv6 board"):
+        check_supported("pi@zero", zero, device_platform(zero))
