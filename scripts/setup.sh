@@ -40,8 +40,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.mltool-setup-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  log "installing mltool[all,dev] into .venv (TensorFlow is large: a few minutes the first time)"
+  log "installing mltool-edge[all,dev] into .venv (TensorFlow is large: a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
+  # the project was called "mltool" before (taken on PyPI by another project): drop that install
+  .venv/bin/python -m pip uninstall -q -y mltool >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -e ".[all,dev]"
   rm -f .venv/.mltool-setup-* && touch "$stamp"
 else

@@ -21,9 +21,9 @@ VERSIONS = """
 import json
 from importlib.metadata import PackageNotFoundError, version
 out = {}
-for dist in ("mltool", "numpy", "ai-edge-litert", "tflite-runtime", "opencv-python-headless", "pillow", "paho-mqtt", "smbus2"):
+for dist in ("mltool-edge", "mltool", "numpy", "ai-edge-litert", "tflite-runtime", "opencv-python-headless", "pillow", "paho-mqtt", "smbus2"):
     try:
-        out[dist] = version(dist)
+        out.setdefault("mltool" if dist.startswith("mltool") else dist, version(dist))
     except PackageNotFoundError:
         pass
 print(json.dumps(out))
@@ -69,7 +69,7 @@ def build_wheel(out_dir: Path) -> Path:
                           "install mltool with `pip install -e .` from a checkout")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(src)],
                           capture_output=True, text=True)
-    wheels = sorted(out_dir.glob("mltool-*.whl"))
+    wheels = sorted(out_dir.glob("mltool_edge-*.whl"))
     if proc.returncode != 0 or not wheels:
         raise DeployError(f"building mltool's wheel failed: {proc.stderr.strip()[-300:]}", "run `pip wheel --no-deps .` to see why")
     return wheels[-1]
@@ -212,6 +212,8 @@ def setup_device(session: Session, layout: DeviceLayout, runtime: str | None = N
         session.run(f"{qpath(layout.pip)} uninstall -q -y ai-edge-litert", check=False, what="remove ai-edge-litert")
     else:
         packages = [f"{remote_wheel}[{EXTRAS}]"]
+    # an install from before the rename to mltool-edge shares its files: remove it first, not after
+    session.run(f"{qpath(layout.pip)} uninstall -q -y mltool", check=False, what="remove the old mltool distribution")
     session.run(f"{pip} {' '.join(qpath(p) for p in packages)}", what="pip install", timeout=3600)
     if runtime is not None:
         session.run(f"printf '%s\\n' {shlex.quote(runtime)} > {qpath(layout.runtime_pin)}", what="remember the runtime pin")
