@@ -48,8 +48,22 @@ def convert(
             print_json(exc.result.as_dict())
         raise
     _render(console, result)
+    _next_steps(console, result)
     if json_out:
         print_json(result.as_dict())
+
+
+def _next_steps(console: Any, result: Any) -> None:
+    """What to run next, as Ultralytics prints after an export: the smallest model that runs."""
+    import shlex
+
+    runs = [m for m in result.modes if not m.error]
+    if not runs:
+        return
+    best = next((m for m in runs if m.mode == "int8"), runs[-1])
+    path = shlex.quote(str(best.path))
+    console.print(f"next: mltool infer {path} IMAGE_OR_FOLDER    # or --camera", soft_wrap=True, markup=False)
+    console.print(f"      mltool deploy pi@raspberrypi.local {path} --setup    # to a Raspberry Pi", soft_wrap=True, markup=False)
 
 
 def _render(console: Any, result: Any) -> None:

@@ -150,3 +150,6 @@ def _render(console: Any, result: Any) -> None:
         f"{t['duration_s']:.1f}s{synthetic}"
     )
     console.print(f"run saved to [bold]{result.run_dir}[/bold]")
+    import shlex
+
+    console.print(f"next: mltool convert {shlex.quote(str(result.run_dir))} --quantize int8", soft_wrap=True, markup=False)

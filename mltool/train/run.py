@@ -262,7 +262,7 @@ def _fit_and_write(
     import keras
 
     from mltool.train.models import build_model
-    from mltool.train.report import plot_confusion, plot_curves, write_history_csv
+    from mltool.train.report import plot_confusion, plot_curves, plot_mistakes, write_history_csv
 
     phase("fit")
     if os.environ.get(PAUSE_ENV) == "epoch":
@@ -302,9 +302,11 @@ def _fit_and_write(
     (tmp / "labels.txt").write_text("\n".join(ds.class_names) + "\n")
     write_history_csv(history, tmp / "history.csv")
     phase("plot")
-    plot_curves(history, tmp / "curves.png", f"{cfg.task} / {cfg.arch}")
+    synthetic = "SYNTHETIC data: " if ds.synthetic else ""
+    plot_curves(history, tmp / "curves.png", f"{synthetic}{cfg.task} / {cfg.arch}", best_epoch=best_epoch)
     plot_confusion(np.asarray(report["confusion_matrix"]), ds.class_names, tmp / "confusion_matrix.png",
-                   f"{cfg.task}: test accuracy {100 * report['accuracy']:.2f}%")
+                   f"{synthetic}{cfg.task}: test accuracy {100 * report['accuracy']:.2f}%")
+    plot_mistakes(splits.x_test, splits.y_test, probs, ds.class_names, tmp / "mistakes.png", f"{synthetic}{cfg.task}")
     (tmp / "evaluation.json").write_text(json.dumps({"split": "test", **report}, indent=2) + "\n")
 
     input_info = InputSpec(
@@ -346,7 +348,8 @@ def _fit_and_write(
         },
         metrics=metrics,
         files={"model": "model.keras", "labels": "labels.txt", "history": "history.csv",
-               "curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "evaluation": "evaluation.json"},
+               "curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "mistakes": "mistakes.png",
+               "evaluation": "evaluation.json"},
         versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

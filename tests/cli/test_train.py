@@ -13,7 +13,7 @@ from PIL import Image
 from mltool.train.run import TrainConfig, train
 
 RUN_FILES = {"model.keras", "labels.txt", "mltool.json", "history.csv", "curves.png",
-             "confusion_matrix.png", "evaluation.json"}
+             "confusion_matrix.png", "mistakes.png", "evaluation.json"}
 
 
 def _check_run_dir(run: Path, classes: list[str]) -> dict:
@@ -25,7 +25,7 @@ def _check_run_dir(run: Path, classes: list[str]) -> dict:
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert len(rows) == info["training"]["epochs_run"] >= 1
     assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(rows[0])
-    for png in ("curves.png", "confusion_matrix.png"):
+    for png in ("curves.png", "confusion_matrix.png", "mistakes.png"):
         with Image.open(run / png) as im:
             assert im.format == "PNG" and im.size[0] > 300
     ev = json.loads((run / "evaluation.json").read_text())
@@ -61,6 +61,22 @@ def test_json_summary_matches_files(cli, tmp_path):
     assert summary["training"]["epochs_run"] == 2
     assert summary["dataset"]["limit"] == 400 and sum(summary["dataset"]["samples"].values()) == 400
     assert "test accuracy" in r.stderr and "run saved to" in r.stderr
+    assert f"next: mltool convert {run} --quantize int8" in r.stderr
+
+
+def test_mistakes_grid_shows_the_misclassified_test_samples(tmp_path):
+    """The grid people look at after a confusion matrix: exactly the wrong test samples, captioned."""
+    from mltool.train.report import plot_mistakes
+
+    x = np.zeros((6, 8, 8, 1), np.uint8)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.eye(3)[[0, 2, 2, 1, 1, 0]] * 0.9 + 0.03  # samples 1, 3 and 5 are wrong
+    assert plot_mistakes(x, y, probs, ["a", "b", "c"], tmp_path / "m.png", "t") == 3
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.size[0] >= 3 * 2.2 * 100 - 5  # three panels side by side
+    assert plot_mistakes(x, y, np.eye(3)[y], ["a", "b", "c"], tmp_path / "none.png", "t") == 0
+    signals = np.random.default_rng(0).normal(size=(6, 100, 1)).astype(np.float32)
+    assert plot_mistakes(signals, y, probs, ["a", "b", "c"], tmp_path / "s.png", "t") == 3
 
 
 def test_same_seed_same_split_same_metrics_and_numbered_runs(cli, tmp_path):
