@@ -70,8 +70,11 @@ def build_wheel(out_dir: Path) -> Path:
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(src)],
                           capture_output=True, text=True)
     wheels = sorted(out_dir.glob("mltool_edge-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise DeployError(f"building mltool's wheel failed: {proc.stderr.strip()[-300:]}", "run `pip wheel --no-deps .` to see why")
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.strip().splitlines() or ["?"]
+        raise DeployError(f"building mltool's wheel failed: {errors[-1].strip()[:300]}", "run `pip wheel --no-deps .` to see why")
+    if not wheels:
+        raise DeployError(f"pip wheel wrote no mltool_edge wheel to {out_dir}", "run `pip wheel --no-deps .` to see why")
     return wheels[-1]
 
 
