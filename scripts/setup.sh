@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project environment: system packages, .venv, mltool with all extras.
-# Idempotent and quick when nothing changed. Usage: bash scripts/setup.sh
+# Idempotent and quick when nothing changed. Usage: bash scripts/setup.sh [--test]
+#   (no option)  what mltool's main job needs (scripts/quickstart.sh)
+#   --test       also what the test suite needs (scripts/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # ---- system packages (Debian/Ubuntu) ---------------------------------------------------------
-# real Fashion-MNIST IDX files; a real sshd for deploy tests; a real headless browser for serve's live
-# page; a real MQTT broker and client for MQTT tests
-APT_PACKAGES=(dataset-fashion-mnist openssh-server openssh-client chromium mosquitto mosquitto-clients)
+# real Fashion-MNIST IDX files, and an SSH client for `mltool deploy`
+APT_PACKAGES=(dataset-fashion-mnist openssh-client)
+if [ "${1:-}" = "--test" ]; then
+  # a real sshd for deploy tests; a real headless browser for serve's live page; a real MQTT
+  # broker and client for MQTT tests
+  APT_PACKAGES+=(openssh-server chromium mosquitto mosquitto-clients)
+fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

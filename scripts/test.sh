@@ -2,7 +2,7 @@
 # Set up the environment and run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export COLUMNS=100  # Rich output width is part of what tests read
 echo "[test] ruff: pyflakes, import order, no heavy module-level imports" >&2
 .venv/bin/ruff check mltool tests scripts

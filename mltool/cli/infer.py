@@ -117,6 +117,10 @@ def infer(
 
         raise DataError(f"no input from {summary['source']} could be processed ({summary['errors']} errors)",
                         "see the errors above")
+    if summary["stopped_by"] in ("SIGINT", "SIGTERM"):
+        from mltool.cli import EXIT_INTERRUPTED
+
+        raise typer.Exit(EXIT_INTERRUPTED)  # one rule for every command: stopped by a signal, after the summary: 130
 
 
 def _both(first: Any, second: Any) -> Any:

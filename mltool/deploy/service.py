@@ -50,6 +50,8 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
         "[Service]\n"
         f"ExecStart={' '.join(shlex.quote(a) for a in exec_argv)}\n"
         f"{reload}Restart=on-failure\nRestartSec=5\n"
+        # a command stopped by a signal exits 130 after its summary (mltool's one rule): a stop, not a failure
+        "SuccessExitStatus=130\n"
         f"EnvironmentFile=-{here.root}/mltool.env\n"
         "Environment=PYTHONUNBUFFERED=1\n\n"
         "[Install]\nWantedBy=default.target\n"

@@ -255,6 +255,7 @@ def test_service_unit_rendering():
     unit = render_unit(DeviceLayout("~/mltool"), "fire", "infer --camera --alert-threshold 0.8", "/home/pi")
     assert "ExecStart=/home/pi/mltool/venv/bin/mltool infer /home/pi/mltool/models/fire/current/model.tflite --camera --alert-threshold 0.8" in unit
     assert "Restart=on-failure" in unit and "WantedBy=default.target" in unit
+    assert "SuccessExitStatus=130" in unit  # stopped by systemd: 130 after the summary, not a failure
     assert "EnvironmentFile=-/home/pi/mltool/mltool.env" in unit  # secrets (e.g. MLTOOL_MQTT_PASSWORD) stay off the command line
 
 
