@@ -105,11 +105,11 @@ def test_damaged_current_release_is_kept_until_its_replacement_is_committed(cli,
     small_device.fill(leave=len(good))  # room for one copy, not two
     r = cli(["deploy", server.target, two_models["a"], *small_device.args, "--json"])
     assert r.exit_code == 3, r.stderr
+    assert _current(root) == rid and (_model_dir(root) / "current" / "model.tflite").is_file()  # not dangling
+    assert _releases(root) == [rid]  # neither deleted nor an upload left behind
     msg = r.json()["hosts"][0]["message"]
     assert f"deploying this {len(good)}-byte model needs {2 * len(good)} (twice the model" in msg
     assert "nothing was changed" in msg
-    assert _current(root) == rid and (_model_dir(root) / "current" / "model.tflite").is_file()  # not dangling
-    assert _releases(root) == [rid]  # neither deleted nor an upload left behind
 
     small_device.unfill()
     r = cli(["deploy", server.target, two_models["a"], *small_device.args, "--json"])
@@ -201,10 +201,14 @@ def test_concurrent_deploys_of_different_models_with_keep_1(sshd, ssh_keys, two_
     (root / "venv").symlink_to(Path(sys.prefix))
     ssh = SshOptions(identity=ssh_keys["key"], known_hosts=tmp_path / "kh", trust_new_host=True)
     assert deploy_host(server.target, DeployConfig(model=two_models["a"], root=str(root), ssh=ssh)).status == "changed"
+    # probes that take a while, so one deploy's prune meets the other's committed, unswitched release
+    _fake_venv(root, 'case "$3" in *.tflite) sleep 1;; esac\nexec "$REAL" "$@"')
     results = []
+    barrier = threading.Barrier(2)
 
     def run(model: Path) -> None:
-        for _ in range(6):
+        for _ in range(4):
+            barrier.wait()
             results.append(deploy_host(server.target, DeployConfig(model=model, root=str(root), ssh=ssh, keep=1)))
 
     threads = [threading.Thread(target=run, args=(two_models[k],)) for k in ("a", "b")]
@@ -212,7 +216,7 @@ def test_concurrent_deploys_of_different_models_with_keep_1(sshd, ssh_keys, two_
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 12
+    assert len(results) == 8
     for res in results:
         assert res.status in ("changed", "unchanged") or (
             res.status == "failed" and "another deploy pruned release" in res.message), res.message
