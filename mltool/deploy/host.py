@@ -137,7 +137,7 @@ class Device:
         payload = {**self.layout.remote_args(name), **({'name': name} if name else {}), **args}
         # A venv Python that exists but does not start (a broken venv) must not break releases,
         # rollback and the deploy's own steps: those need only the standard library.
-        cmd = (f"P={qpath(self.layout.python)}; {{ [ -x \"$P\" ] && \"$P\" -c '' >/dev/null 2>&1; }} || P=python3; "
+        cmd = (f"P={qpath(self.layout.python)}; {{ [ -x \"$P\" ] && \"$P\" -I -S -c '' >/dev/null 2>&1; }} || P=python3; "
                f"\"$P\" -c {shlex.quote(self._ops)} {shlex.quote(op_name)} {shlex.quote(json.dumps(payload))}")
         r = self.s.run(cmd, what=what or op_name, timeout=timeout)
         try:

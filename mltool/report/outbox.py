@@ -368,6 +368,8 @@ def _open_hint(exc: BaseException) -> str:
         return "free space on that file system and start again (the outbox keeps its unsent messages)"
     if name.startswith("SQLITE_READONLY") or code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in str(exc):
         return "pass a file on a writable file system to --mqtt-outbox (the one given cannot be written)"
+    if code == errno.EISDIR:
+        return "pass a file, not a directory, to --mqtt-outbox"
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")):
         return "check the file system the outbox is on (mount, permissions, space), or pass another --mqtt-outbox"
     return "move the file away (its unsent messages are lost) or pass another --mqtt-outbox"
