@@ -152,6 +152,10 @@ def op_prepare(a):
         if d.startswith(".tmp-") and _stale(os.path.join(rel, d)):
             shutil.rmtree(os.path.join(rel, d), ignore_errors=True)
             removed.append(d)
+    for d in os.listdir(rel):  # releases made 0700 by earlier versions: readable by the service user too
+        p = os.path.join(rel, d)
+        if not d.startswith(".") and os.path.isdir(p) and not os.stat(p).st_mode & 0o055:
+            os.chmod(p, 0o777 & ~_umask())
     for d in os.listdir(base):
         if d.startswith(".abandon-") and time.time() - os.path.getmtime(os.path.join(base, d)) > 86400:
             os.remove(os.path.join(base, d))
