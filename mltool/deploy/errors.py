@@ -12,6 +12,10 @@ class DeployError(MltoolError):
     exit_code = EXIT_FAILED
 
 
+class CommandTimeout(DeployError):
+    """A command on the device did not answer within --command-timeout."""
+
+
 class UnreachableError(MltoolError):
     """Could not connect or authenticate."""
 

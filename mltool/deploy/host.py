@@ -15,12 +15,13 @@ import json
 import shlex
 import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mltool import __version__
-from mltool.deploy.errors import DeployError, UnreachableError
+from mltool.deploy.errors import CommandTimeout, DeployError, UnreachableError
 from mltool.deploy.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.deploy.ssh import Session, SshOptions, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
@@ -129,15 +130,21 @@ class Device:
         self.layout = layout
         self._ops = _source("remote_ops.py")
 
-    def op(self, op_name: str, what: str | None = None, name: str | None = None, **args: Any) -> dict[str, Any]:
+    def op(self, op_name: str, what: str | None = None, name: str | None = None, timeout: float | None = None,
+           **args: Any) -> dict[str, Any]:
         # The device's venv Python when it exists (a plain binary, and the one with the runtime),
         # else python3 from PATH: chosen by the remote shell, so no extra round trip.
         payload = {**self.layout.remote_args(name), **({'name': name} if name else {}), **args}
-        cmd = (f"P={qpath(self.layout.python)}; [ -x \"$P\" ] || P=python3; \"$P\" -c {shlex.quote(self._ops)} "
-               f"{shlex.quote(op_name)} {shlex.quote(json.dumps(payload))}")
-        r = self.s.run(cmd, what=what or op_name)
+        # A venv Python that exists but does not start (a broken venv) must not break releases,
+        # rollback and the deploy's own steps: those need only the standard library.
+        cmd = (f"P={qpath(self.layout.python)}; {{ [ -x \"$P\" ] && \"$P\" -I -S -c '' >/dev/null 2>&1; }} || P=python3; "
+               f"\"$P\" -c {shlex.quote(self._ops)} {shlex.quote(op_name)} {shlex.quote(json.dumps(payload))}")
+        r = self.s.run(cmd, what=what or op_name, timeout=timeout)
         try:
-            return json.loads(r.out.strip().splitlines()[-1])
+            answer = json.loads(r.out.strip().splitlines()[-1])
+            if not isinstance(answer, dict):
+                raise ValueError(r.out)
+            return answer
         except (ValueError, IndexError):
             raise DeployError(f"unexpected answer from {self.s.target.label} to '{op_name}': {r.out[:200]!r}", "is python3 installed on the device?") from None
 
@@ -188,18 +195,20 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
 
 
 def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostResult) -> None:
-    """Two round trips and the upload: prepare; put (only if the content is not there); finish
-    (verify, commit, probe, switch, prune — on the device, in one step)."""
-    prep = dev.op("prepare", name=art.name, id=art.release_id, sha256=art.sha256)
+    """Two round trips and the upload: prepare (nothing is deleted; refused when there is not
+    room for twice the model); put (only if the content is not there); finish (verify, probe,
+    commit, switch, prune: on the device, in one step, under the model's lock)."""
+    label = dev.s.target.label
+    prep = dev.op("prepare", name=art.name, id=art.release_id, sha256=art.sha256, size=art.size)
     res.release, res.previous = art.release_id, prep["current"]
+    if prep.get("status") == "no_space":
+        raise DeployError(f"{label} has {prep['free_bytes']} bytes free; deploying this {art.size}-byte model needs "
+                          f"{prep['need_bytes']} (twice the model: the upload beside the current release, and room to spare)",
+                          "free space on the device or keep fewer releases (--keep); nothing was changed")
     if prep["present"] and prep["current"] == art.release_id:
         res.status, res.message = "unchanged", "already current"
         return
     if not prep["present"]:
-        if prep["free_bytes"] < art.size * 2:
-            dev.s.run(f"rm -rf {qpath(prep['tmp'])}", check=False)
-            raise DeployError(f"{dev.s.target.label} has only {prep['free_bytes']} bytes free for a {art.size}-byte model",
-                              "free space on the device or prune releases (--keep)")
         dev.s.put(art.path, f"{prep['tmp']}/{MODEL_FILE}.part")
         res.upload = "sftp" if dev.s.sftp_ok else "exec"
     manifest = {
@@ -208,19 +217,40 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
         "quantization": art.metadata.quantization_mode if art.metadata else None,
         "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
     }
-    done = dev.op("finish", what="verify, probe and switch", name=art.name, id=art.release_id, sha256=art.sha256,
-                  tmp=None if prep["present"] else prep["tmp"], manifest=manifest, keep=max(1, cfg.keep),
-                  probe_source=_source("probe_script.py") if cfg.probe else None, probe_timeout=cfg.ssh.command_timeout)
+    token = uuid.uuid4().hex
+    timeout = cfg.ssh.command_timeout
+    # The device gives up before we do (it stops short of switching), so what we report is what happened.
+    budget = max(timeout - min(10.0, max(1.0, timeout / 4)), timeout / 2)
+    try:
+        done = dev.op("finish", what="verify, probe and switch", name=art.name, id=art.release_id, sha256=art.sha256,
+                      tmp=prep["tmp"], manifest=manifest, keep=max(1, cfg.keep), token=token, budget_s=budget,
+                      probe_source=_source("probe_script.py") if cfg.probe else None)
+    except CommandTimeout as exc:
+        # It may still be running there: mark it abandoned, wait for it to end, and report current as it is.
+        settle = dev.op("abandon", what="check the device after the timeout", name=art.name, token=token,
+                        wait_s=max(30.0, timeout), timeout=max(30.0, timeout) + 30)
+        if settle["current"] != art.release_id or not settle["settled"]:
+            raise DeployError(exc.message + (": nothing was switched" if settle["settled"] else ""), exc.hint) from None
+        done = {"status": "changed", "previous": prep["current"], "probe": None, "pruned": []}
+        res.message = " (the device finished after --command-timeout)"
     if done["status"] == "unchanged":  # a concurrent deploy switched it first
         res.status, res.message = "unchanged", "already current"
         return
     if done["status"] == "probe_failed":
-        raise DeployError(f"probe failed on {dev.s.target.label}: {done['message']}",
+        raise DeployError(f"probe failed on {label}: {done['message']}",
                           "the model was not made current; check it with `mltool inspect` and the device's runtime (`mltool doctor` there)")
+    if done["status"] == "gone":
+        raise DeployError(f"{done['message']} on {label}", "deploy again (one deploy per model at a time)")
+    if done["status"] == "timed_out":
+        raise DeployError(f"verify, probe and switch on {label} did not finish within --command-timeout {timeout:g}s: "
+                          "nothing was switched", "the device may be overloaded; raise --command-timeout")
     res.probe = done["probe"]
     res.status = "changed"
+    if done["status"] == "repaired":
+        res.message = f"current {art.release_id} repaired (its model file on the device was damaged)" + res.message
+        return
     res.message = f"current -> {art.release_id}" + (f" (was {prep['current']})" if prep["current"] else "") + \
-        (f"; pruned {len(done['pruned'])}" if done["pruned"] else "")
+        (f"; pruned {len(done['pruned'])}" if done["pruned"] else "") + res.message
 
 
 def _remote_bench(session: Session, layout: DeviceLayout, name: str) -> dict[str, Any]:

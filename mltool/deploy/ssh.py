@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltool.deploy.errors import DeployError, HostKeyError, UnreachableError
+from mltool.deploy.errors import CommandTimeout, DeployError, HostKeyError, UnreachableError
 
 
 @dataclass
@@ -236,13 +236,14 @@ class Session:
             err = stderr.read().decode(errors="replace")
             rc = stdout.channel.recv_exit_status()
         except (socket.timeout, TimeoutError):
-            raise DeployError(f"{what or 'a command'} on {self.target.label} timed out after {limit:g}s",
+            raise CommandTimeout(f"{what or 'a command'} on {self.target.label} timed out after {limit:g}s",
                               "the device may be overloaded; raise --command-timeout") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._lost(what or "a command", exc) from None
         if check and rc != 0:
             detail = (err.strip() or out.strip()).splitlines()
-            raise DeployError(f"{what or 'command'} failed on {self.target.label} (exit {rc}): {detail[-1] if detail else ''}",
+            raise DeployError(f"{what or 'command'} failed on {self.target.label} (exit {rc}"
+                              + (f"): {detail[-1]}" if detail else ", no output)"),
                               "see the device's message above")
         return CommandResult(rc, out, err)
 

@@ -35,6 +35,7 @@ ENV_KEYS = ("MLTOOL_MQTT_USERNAME", "MLTOOL_MQTT_PASSWORD", "MLTOOL_MQTT_PRODUCT
 # Thing-model property identifiers --mqtt-format alink posts (override: MLTOOL_MQTT_ALINK_PROPERTIES).
 ALINK_PROPERTIES = {"class": "Class", "score": "Score", "alert": "Alert", "count": "Count"}
 _TOPIC_BAD = re.compile(r"[+#\x00]")
+MAX_TOPIC_BYTES = 65_535  # MQTT's topic length field is 16 bits
 
 
 class ReportError(MltoolError):
@@ -111,29 +112,55 @@ def mltool_home() -> Path:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for every message that shows it)."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url.strip())
+    """The URL with any password replaced by ``***`` (for every message that shows it): everything
+    from the first ``:`` after ``://`` to the LAST ``@``, so a password with an unencoded ``/``,
+    ``@``, ``?`` or ``#`` is masked whole too."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return url
+    user = rest[: rest.index(":")]
+    if "/" in user or "?" in user or "#" in user:  # not even the user name can be told apart
+        return f"{scheme}://***@{rest[at + 1:]}"
+    return f"{scheme}://{user}:***@{rest[at + 1:]}"
 
 
 def parse_url(url: str) -> tuple[str, str, int, str | None, str | None, str]:
-    """``mqtt[s]://[user[:pass]@]host[:port]/prefix`` -> (scheme, host, port, user, password, prefix)."""
+    """``mqtt[s]://[user[:pass]@]host[:port]/prefix`` -> (scheme, host, port, user, password, prefix).
+    No message repeats the URL parser's own reason: it can quote the password."""
     shown = mask_url(url)
     hint = "use mqtt://[user@]host[:port]/prefix, e.g. mqtt://broker.local/mltool (mqtts:// for TLS)"
+    text = url.strip()
+    rest = text.partition("://")[2]
+    userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
+    if any(c in userinfo for c in "/?#@"):
+        raise ConfigError(f"--mqtt '{shown}': the user name or password has a character that must be percent-encoded "
+                          "('/' as %2F, '@' as %40, '?' as %3F, '#' as %23)",
+                          "encode it, or better keep the password out of the command line: MLTOOL_MQTT_PASSWORD "
+                          "or --mqtt-credentials")
     try:
-        u = urlsplit(url.strip())
+        u = urlsplit(text)
+    except ValueError:
+        raise ConfigError(f"--mqtt '{shown}' is not a valid URL (the host cannot be read)", hint) from None
+    try:
         port = u.port
-    except ValueError as exc:
-        raise ConfigError(f"--mqtt '{shown}' is not a valid URL ({_no_secret(str(exc), url)})", hint) from None
+    except ValueError:
+        raise ConfigError(f"--mqtt '{shown}' is not a valid URL (the port must be a number from 1 to 65535)", hint) from None
     if u.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"--mqtt '{shown}': unknown scheme '{u.scheme or '(none)'}'", hint)
     if not u.hostname:
         raise ConfigError(f"--mqtt '{shown}' has no host", hint)
-    if u.query or u.fragment:
-        raise ConfigError(f"--mqtt '{shown}' has a query or fragment", hint)
+    if "?" in rest or "#" in rest:  # also an empty one: 'mqtt://host/home/#' would be cut to 'home'
+        raise ConfigError(f"--mqtt '{shown}' has a query or fragment ('?' or '#')",
+                          "the topic prefix cannot hold MQTT wildcards: use e.g. mqtt://broker.local/home")
     prefix = u.path.strip("/") or "mltool"
     if _TOPIC_BAD.search(prefix) or "//" in prefix:
         raise ConfigError(f"--mqtt '{shown}': topic prefix '{prefix}' has a wildcard or an empty level",
                           "use letters, digits, '-', '_' and '/' in the prefix")
+    if prefix.startswith("$"):
+        raise ConfigError(f"--mqtt '{shown}': topic prefix '{prefix}' starts with '$', which brokers reserve ($SYS)",
+                          "use a prefix that starts with a letter or digit, e.g. mqtt://broker.local/mltool")
     if port == 0:
         raise ConfigError(f"--mqtt '{shown}': port 0", hint)
     port = port or (8883 if u.scheme == "mqtts" else 1883)
@@ -142,23 +169,19 @@ def parse_url(url: str) -> tuple[str, str, int, str | None, str | None, str]:
     return u.scheme, u.hostname, port, user, password, prefix
 
 
-def _no_secret(text: str, url: str) -> str:
-    try:
-        pw = urlsplit(url).password
-    except ValueError:
-        pw = None
-    return text.replace(pw, "***") if pw else text
-
-
 def read_credentials(path: Path) -> tuple[dict[str, str], str | None]:
     """KEY=VALUE lines (comments, blank lines, ``export`` and quotes allowed); unknown keys are
     a usage error so typos do not pass silently. Returns the values and a permission warning."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"cannot read MQTT credentials file {path}: {exc.strerror}",
                           "pass an existing file to --mqtt-credentials") from None
+    except UnicodeDecodeError as exc:
+        line = text_line(path, exc.start)
+        raise ConfigError(f"MQTT credentials file {path} is not UTF-8 text (line {line})",
+                          f"save {path} as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     values: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -180,6 +203,14 @@ def read_credentials(path: Path) -> tuple[dict[str, str], str | None]:
     return values, warn
 
 
+def text_line(path: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``path`` (for an encoding error)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 0
+
+
 def _outbox_max(spec: str) -> tuple[int, int]:
     rows, size = 100_000, 100 * 1024 * 1024
     hint = "e.g. --mqtt-outbox-max 100000 (rows), 64MB, or both: 100000,64MB"
@@ -189,8 +220,12 @@ def _outbox_max(spec: str) -> tuple[int, int]:
             raise ConfigError(f"--mqtt-outbox-max '{spec}' is not a row count or a size", hint)
         if m.group(2):
             size = int(float(m.group(1)) * {"kb": 1024, "mb": 1024**2, "gb": 1024**3}[m.group(2).lower()])
+            if size < 4096:
+                raise ConfigError(f"--mqtt-outbox-max '{spec}': {part} is less than 4 KB", hint)
         else:
-            rows = int(float(m.group(1)))
+            if "." in m.group(1):
+                raise ConfigError(f"--mqtt-outbox-max '{spec}': {part} rows is not a whole number", hint)
+            rows = int(m.group(1))
     return rows, size
 
 
@@ -247,6 +282,10 @@ def resolve(o: MqttOptions, env: dict[str, str] | None = None) -> MqttConfig:
         raise ConfigError("an MQTT password without a user name", "set MLTOOL_MQTT_USERNAME or put user@ in the URL")
 
     device = _device_name(o.device or (pick("MLTOOL_MQTT_DEVICE_NAME") if o.format == "alink" else None))
+    longest = len(f"{prefix}/{device}/".encode()) + 64  # + the longest suffix mltool adds, with room
+    if longest > MAX_TOPIC_BYTES:
+        raise ConfigError(f"--mqtt topic prefix and device name make topics of over {longest - 64} bytes; MQTT allows "
+                          f"{MAX_TOPIC_BYTES:,}", "use a shorter prefix and --mqtt-device")
     rows, size = _outbox_max(o.outbox_max)
     cfg = MqttConfig(
         host=host, port=port, tls=tls, prefix=prefix, device=device, url_masked=mask_url(o.url),
@@ -277,6 +316,9 @@ def _alink(cfg: MqttConfig, pick: Any) -> None:
         raise ConfigError(f"--mqtt-format alink needs {' and '.join(missing)}",
                           "set them in the environment or in the --mqtt-credentials file (the device's "
                           "ProductKey and DeviceSecret from the IoT Platform console)")
+    if len(f"/sys/{cfg.product_key}/{cfg.device}/".encode()) + 64 > MAX_TOPIC_BYTES:
+        raise ConfigError(f"MLTOOL_MQTT_PRODUCT_KEY and the device name make topics over MQTT's {MAX_TOPIC_BYTES:,} bytes",
+                          "use the ProductKey and DeviceName the IoT Platform console shows")
     cfg.sign_method = (pick("MLTOOL_MQTT_SIGN_METHOD") or "hmacsha256").lower()
     if cfg.sign_method not in SIGN_METHODS:
         raise ConfigError(f"MLTOOL_MQTT_SIGN_METHOD '{cfg.sign_method}' is not supported",

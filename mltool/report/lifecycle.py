@@ -144,7 +144,7 @@ class State:
         return self.due()
 
     def source_event(self, kind: str) -> bool:
-        status = {"lost": "lost", "stalled": "stalled", "reconnected": "ok"}.get(kind)
+        status = {"lost": "lost", "stalled": "stalled", "reconnected": "ok", "end": "ended"}.get(kind)
         if status is None or status == self.source_status:
             return False
         self.source_status = status

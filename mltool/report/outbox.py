@@ -72,8 +72,7 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lockfile = _lock(self.path)
         except OSError as exc:
-            raise DataError(f"cannot create the MQTT outbox {self.path}: {exc.strerror}",
-                            "pass a writable file to --mqtt-outbox") from None
+            raise DataError(f"cannot create the MQTT outbox {self.path}: {exc.strerror}", _open_hint(exc)) from None
         self._lock = threading.RLock()
         self.handed = 0  # rows with id <= handed are with the MQTT client: never dropped
         self.last_id = 0  # the newest row written (the publisher fetches only when it moved)
@@ -81,15 +80,24 @@ class Outbox:
         self._depth = 0  # batch() nesting
         self._pending: list[tuple] = []  # puts of the current batch
         self._batch = _Batch(self)
+        self._unsaved = False  # counters/dropped advanced by writes that failed, not yet in the file
+        self.lost = 0  # messages that could not be written (disk full, read-only): counted in dropped
         try:
             self._db = self._connect()
             self._db.executescript(_SCHEMA)
             self._rd = self._connect()
+            check = [r[0] for r in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+            if check != ["ok"]:
+                raise sqlite3.DatabaseError(f"damaged ({'; '.join(check)})")
+            self._db.execute("BEGIN IMMEDIATE")  # can we write? (read-only file system, full disk)
+            self._db.execute("ROLLBACK")
             self._reload()
         except sqlite3.DatabaseError as exc:
+            for db in (getattr(self, "_rd", None), getattr(self, "_db", None)):
+                if db is not None:
+                    db.close()
             self._unlock()
-            raise DataError(f"MQTT outbox {self.path} cannot be used: {exc}",
-                            "move the file away (its unsent messages are lost) or pass another --mqtt-outbox") from None
+            raise DataError(f"MQTT outbox {self.path} cannot be used: {exc}", _open_hint(exc)) from None
         self.dirty = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -141,7 +149,7 @@ class Outbox:
             (c1, v1), (c2, v2) = (list(values.items()) + [(None, None)] * 2)[:2]
             params += [topic, data, qos, int(retain), key, n, now, c1, v1, c2, v2]
         sql = _INSERT + ",".join([_VALUES] * len(fits))
-        if len(fits) == len(pending) and rows <= self.max_rows and size <= self.max_bytes:
+        if len(fits) == len(pending) and rows <= self.max_rows and size <= self.max_bytes and not self._unsaved:
             last = db.execute(sql, params).lastrowid  # the fast path: one statement, its own transaction
         else:
             db.execute("BEGIN IMMEDIATE")
@@ -152,9 +160,13 @@ class Outbox:
                     if p[5] > self.max_bytes:  # never written, but its numbers stay used
                         for c in p[6]:
                             self._set(c, self._counters[c])
+                if self._unsaved:  # numbers handed to messages that were never written: never reuse them
+                    for name, value in list(self._counters.items()):
+                        self._set(name, value)
                 self._set("dropped", self.dropped + dropped)
                 last = db.execute(sql, params).lastrowid if fits else self.last_id
                 db.execute("COMMIT")
+                self._unsaved = False
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -170,6 +182,21 @@ class Outbox:
             self.bytes += n
         self.last_id = last
         self.dirty = True
+
+    def _lose(self, n: int) -> None:
+        """``n`` messages of a batch could not be written (a full or read-only disk): they count as
+        dropped, and their numbers stay used (receivers see the gap), in memory until a later
+        write can record them."""
+        counters = dict(self._counters)
+        try:
+            self._reload()  # the mirror (rows, bytes, keyed rows) as the file has it
+        except sqlite3.Error:
+            pass
+        for name, value in counters.items():
+            self._counters[name] = max(value, self._counters.get(name, 0))
+        self._counters["dropped"] = self._counters.get("dropped", 0) + n
+        self.lost += n
+        self._unsaved = True
 
     def _set(self, name: str, value: int) -> None:
         self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
@@ -241,6 +268,14 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            if self._unsaved:  # a last try to record the dropped count and the numbers used
+                try:
+                    with self._db:
+                        for name, value in list(self._counters.items()):
+                            self._set(name, value)
+                    self._unsaved = False
+                except sqlite3.Error:
+                    pass
             for db in (self._rd, self._db):
                 try:
                     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -271,12 +306,13 @@ class _Batch:
         try:
             if box._depth == 1:
                 if exc_type is not None:
-                    box._reload()  # the counters advanced for messages that were not written
+                    if box._pending:
+                        box._lose(len(box._pending))
                 elif box._pending:
                     try:
                         box._flush()
                     except BaseException:
-                        box._reload()
+                        box._lose(len(box._pending))
                         raise
         finally:
             box._depth -= 1
@@ -303,12 +339,15 @@ def read_counter(path: str | Path, name: str) -> int:
 
 
 def _lock(path: Path) -> int | None:
-    """One process per outbox: two publishers of the same rows would send everything twice."""
+    """One process per outbox: two publishers of the same rows would send everything twice, and
+    two writers through different names of one file (a hard link) would corrupt each other's
+    WAL. So the lock is on the database file itself (flock: independent of SQLite's own
+    fcntl locks), not on a name beside it."""
     try:
         import fcntl
     except ImportError:  # not on POSIX: no guard
         return None
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -316,3 +355,21 @@ def _lock(path: Path) -> int | None:
         raise ConfigError(f"MQTT outbox {path} is in use by another mltool process",
                           "give this one its own --mqtt-device or --mqtt-outbox") from None
     return fd
+
+
+def _open_hint(exc: BaseException) -> str:
+    """What to do about an outbox that cannot be opened, by cause: only a damaged file is worth
+    moving away (and losing its unsent messages)."""
+    import errno
+
+    name = getattr(exc, "sqlite_errorname", "")
+    code = getattr(exc, "errno", None)
+    if name == "SQLITE_FULL" or code == errno.ENOSPC or "disk is full" in str(exc):
+        return "free space on that file system and start again (the outbox keeps its unsent messages)"
+    if name.startswith("SQLITE_READONLY") or code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in str(exc):
+        return "pass a file on a writable file system to --mqtt-outbox (the one given cannot be written)"
+    if code == errno.EISDIR:
+        return "pass a file, not a directory, to --mqtt-outbox"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")):
+        return "check the file system the outbox is on (mount, permissions, space), or pass another --mqtt-outbox"
+    return "move the file away (its unsent messages are lost) or pass another --mqtt-outbox"

@@ -44,6 +44,7 @@ class Publisher:
         self._password = password if password is not None else cfg.password
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._acks: collections.deque[int] = collections.deque()
+        self._ack_later: list[int] = []  # outbox rows the broker acknowledged that could not be deleted yet
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
         self._timers: list[list[Any]] = []  # [interval, next due, fn]
         self._wake = threading.Event()
@@ -213,7 +214,8 @@ class Publisher:
                     failing = str(exc)
                 time.sleep(1.0)
             if self._stopping and (time.monotonic() >= self._drain_deadline or not self.connected
-                                   or (self.outbox.rows == 0 and not self._inflight and not self._jobs)):
+                                   or (self.outbox.rows == 0 and not self._inflight and not self._jobs
+                                       and not self._ack_later)):
                 while self._jobs:  # snapshots still to encode go to the outbox for next time
                     self._guard(self._jobs.popleft())
                 self._guard(self._take_acks)
@@ -227,13 +229,17 @@ class Publisher:
             self.log(f"MQTT reporter: {type(exc).__name__}: {exc}")
 
     def _take_acks(self) -> None:
-        rows = []
+        rows, self._ack_later = self._ack_later, []
         while self._acks:
             rid = self._inflight.pop(self._acks.popleft(), None)
             if rid is not None:
                 rows.append(rid)
         if rows:
-            self.outbox.ack(rows)
+            try:
+                self.outbox.ack(rows)
+            except Exception:  # e.g. a full disk: the broker has them; delete them when it can
+                self._ack_later = rows
+                raise
             self.acked += len(rows)
 
     def _feed(self) -> None:

@@ -128,10 +128,13 @@ class MqttReporter:
         self.ctx.model, self.ctx.release = model_identity(info.get("model", ""), info.get("release"))
         self.ctx.source = str(info.get("source", ""))
         self.ctx.task = str(info.get("task", ""))
-        if self.cfg.discovery == "homeassistant":
-            for topic, payload in ha_discovery(self.ctx, self.cfg.qos):
-                self.outbox.put(topic, dumps(payload), qos=self.cfg.qos, retain=True, key=topic)
-        self._state("start")
+        try:
+            if self.cfg.discovery == "homeassistant":
+                for topic, payload in ha_discovery(self.ctx, self.cfg.qos):
+                    self.outbox.put(topic, dumps(payload), qos=self.cfg.qos, retain=True, key=topic)
+            self._state("start")
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
         self.publisher.wake()
 
     def result(self, result: Result) -> None:
@@ -150,18 +153,29 @@ class MqttReporter:
             self.publisher.wake()
 
     def event(self, event: dict[str, Any] | SourceEvent) -> None:
+        """A source event; ``end`` (serve's live view reached the end of a file, or its source
+        stopped) closes the open events and says so in the state."""
         kind = event.get("event", "") if isinstance(event, dict) else event.kind
+        if self._closed:
+            return
         try:
-            if self.state.source_event(kind):
-                self._state("source")
+            with self.outbox.batch():
+                if kind == "end":
+                    for k, ev in self.lifecycle.finish():
+                        self._event(k, ev, None)
+                    self.state.active = False
+                if self.state.source_event(kind):
+                    self._state("source")
         except sqlite3.Error as exc:
             self._write_failed(exc)
         self.publisher.wake()
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
-        """A full or read-only disk: inference goes on, and says once what is not reported."""
+        """A full or read-only disk: inference goes on; the messages that could not be written
+        count as dropped (their sequence numbers stay used, so receivers see the gap); said once."""
         if not self.write_errors:
-            self.log(f"cannot write the outbox {self.cfg.outbox} ({exc}): results are not being reported")
+            self.log(f"cannot write the outbox {self.cfg.outbox} ({exc}): messages that cannot be written are "
+                     "dropped and counted until it can")
         self.write_errors += 1
 
     def close(self) -> dict[str, Any]:
@@ -180,6 +194,9 @@ class MqttReporter:
         self.outbox.close()
         if stats["pending"]:
             self.log(f"{stats['pending']} messages kept in {self.cfg.outbox}: they are sent on the next start")
+        if self.outbox.lost:
+            self.log(f"{self.outbox.lost} messages could not be written to {self.cfg.outbox} (full or read-only disk) and "
+                     "were dropped: receivers see the gap in the sequence numbers")
         return stats
 
     def stats(self) -> dict[str, Any]:
@@ -189,6 +206,8 @@ class MqttReporter:
                       "events": self.events, "outbox": str(self.cfg.outbox)})
             if self.write_errors:
                 s["write_errors"] = self.write_errors
+            if self.outbox.lost:
+                s["not_written"] = self.outbox.lost  # part of "dropped"
         return s
 
     # ------------------------------------------------------------------ messages

@@ -54,6 +54,12 @@ class InferConfig:
             raise ConfigError(f"--every {self.every} must be at least 1", "use --every 1 to process every frame")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"--max-frames {self.max_frames} must be at least 1", "omit it to run until the source ends")
+        if self.save is not None and Path(self.source).is_dir():
+            src, out = Path(self.source).resolve(), Path(self.save).resolve()
+            if out.is_relative_to(src):
+                raise ConfigError(f"--save {self.save} is inside the source folder {self.source}: the next run over "
+                                  "that folder would read the annotated images as inputs",
+                                  f"save outside it, e.g. --save {Path(self.source).resolve().parent / (src.name + '-annotated')}")
 
 
 class _Saver:

@@ -143,7 +143,10 @@ class LiveView:
         except Exception as exc:
             self.state = f"failed: {exc}"
             self.app.log(f"live source {self.label} stopped: {type(exc).__name__}: {exc}")
-        self._post({"event": "end", "source": self.label, "message": self.state, "timestamp": time.time()}, None, None)
+        end = {"event": "end", "source": self.label, "message": self.state, "timestamp": time.time()}
+        for consumer in list(self.event_consumers):  # MQTT: close open events, state says "ended"
+            self._call(consumer, end)
+        self._post(end, None, None)
 
     def _call(self, consumer: Callable[[Any], None], value: Any) -> None:
         try:

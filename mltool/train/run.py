@@ -103,6 +103,9 @@ class TrainConfig:
             raise ConfigError(f"--limit {cfg.limit} is too small", "use at least 10 samples")
         if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
             raise ConfigError(f"--image-size {cfg.image_size} is out of range", "use 8 to 1024 pixels")
+        if self.image_size is not None and not (info.kind == "image" and info.folder):
+            raise ConfigError(f"--image-size does not apply to the {self.task} task ({info.description})",
+                              "drop --image-size: it resizes image folders (fire, images)")
         if cfg.out is not None:
             rundir.check_out_dir(Path(cfg.out))
         from mltool._io import ensure_writable_dir

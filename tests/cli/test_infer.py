@@ -340,3 +340,20 @@ def test_video_over_http_goes_through_ffmpeg(cli, fire_models, synth_fire_dir, t
     assert len(results) == 5 and all(x["source"] == url for x in results)
     assert out[-1]["stopped_by"] == "max frames" and out[-1]["errors"] == 0
     assert "on stream" in r.stderr
+
+
+def test_save_inside_the_source_folder_is_refused(cli, fire_models, tmp_path):
+    """Issue 18 item 16: annotated outputs saved inside the folder would be read as inputs by
+    the next run over it."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.new("RGB", (64, 64), (230, 180, 20)).save(src / "a.png")
+    for save in (src, src / "out"):
+        r = cli(["infer", fire_models["int8"], src, "--save", save])
+        assert r.exit_code == 2, r.stderr
+        assert f"--save {save} is inside the source folder {src}" in r.stderr
+        assert f"--save {tmp_path / 'photos-annotated'}" in r.stderr
+    assert sorted(p.name for p in src.iterdir()) == ["a.png"]
+    r = cli(["infer", fire_models["int8"], src, "--save", tmp_path / "photos-annotated", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "photos-annotated" / "a.jpg").is_file()

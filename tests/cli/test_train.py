@@ -207,3 +207,12 @@ def test_corrupt_image_in_training_folder_fails_cleanly(cli, synth_fire_dir, tmp
     assert r.exit_code == 1
     assert f"cannot read image {data / 'fire' / 'fire_9999.png'}" in r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("task", ["digits", "ecg"])
+def test_image_size_on_a_fixed_size_task_is_refused(cli, task, tmp_path):
+    """Issue 18 item 16: `train digits --image-size 16` was silently ignored."""
+    r = cli(["train", task, "--image-size", "16", "--epochs", "1", "--limit", "100", "--project", tmp_path])
+    assert r.exit_code == 2, r.stderr
+    assert f"--image-size does not apply to the {task} task" in r.stderr and "drop --image-size" in r.stderr
+    assert not any(tmp_path.iterdir())

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,10 +55,18 @@ def test_parse_url(url, expect):
     ("http://broker/x", "unknown scheme 'http'"),
     ("broker.local", "unknown scheme '(none)'"),
     ("mqtt:///prefix", "has no host"),
-    ("mqtt://u:s3cret@broker:99999/x", "is not a valid URL (Port out of range 0-65535)"),
+    ("mqtt://u:s3cret@broker:99999/x", "is not a valid URL (the port must be a number from 1 to 65535)"),
     ("mqtt://u:s3cret@broker:12ab/x", "is not a valid URL"),
     ("mqtt://broker/a/+/b", "has a wildcard or an empty level"),
     ("mqtt://broker/x?retain=1", "has a query or fragment"),
+    # issue 18 item 14: unencoded / @ ? # in the password; never the parser's reason (it quotes it)
+    ("mqtt://pi:s3cret/x@broker/home", "'mqtt://pi:***@broker/home': the user name or password has a character that must be percent-encoded"),
+    ("mqtt://pi:s3cret@x@broker/home", "'mqtt://pi:***@broker/home': the user name or password has a character"),
+    ("mqtt://pi:s3cret?x@broker/home", "'mqtt://pi:***@broker/home': the user name or password has a character"),
+    ("mqtt://pi:s3cret#x@broker/home", "'mqtt://pi:***@broker/home': the user name or password has a character"),
+    # item 15: a prefix ending in /# is not silently cut; $SYS is the broker's
+    ("mqtt://broker/home/#", "has a query or fragment ('?' or '#')"),
+    ("mqtt://broker/$SYS/x", "topic prefix '$SYS/x' starts with '$', which brokers reserve"),
 ])
 def test_malformed_urls_are_usage_errors_without_the_password(url, message):
     with pytest.raises(ConfigError) as e:
@@ -68,6 +78,7 @@ def test_malformed_urls_are_usage_errors_without_the_password(url, message):
 def test_mask_url():
     assert mask_url("mqtts://pi:hunter2@host:8883/p") == "mqtts://pi:***@host:8883/p"
     assert mask_url("mqtt://pi@host/p") == "mqtt://pi@host/p"
+    assert mask_url("mqtt://pi:S3/cr@t?#@host:1883/p") == "mqtt://pi:***@host:1883/p"  # up to the LAST @
 
 
 def test_credentials_from_environment_and_file(tmp_path):
@@ -268,3 +279,101 @@ def test_home_assistant_templates_render_on_real_state_payloads():
     empty.update(Result("detection", [], [], None, Timings(), "cam", 0, "cam#0", time.time()), active=False)
     payload = json.loads(json.dumps(state_payload(empty, [], ctx, {"pending": 0, "dropped": 0}, "change")))
     assert env.from_string(configs["homeassistant/sensor/mltool_cam_1/class/config"]["value_template"]).render(value_json=payload) == "none"
+
+
+# --------------------------------------------------------------------------- issue 18, item 15
+def test_credentials_file_not_utf8_and_topics_too_long_are_usage_errors(tmp_path):
+    creds = tmp_path / "mqtt.env"
+    creds.write_bytes(b"MLTOOL_MQTT_USERNAME=pi\nMLTOOL_MQTT_PASSWORD=caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        MqttOptions(url="mqtt://broker/x", credentials=creds).resolve(env={})
+    assert e.value.one_line().startswith(f"MQTT credentials file {creds} is not UTF-8 text (line 2)")
+    with pytest.raises(ConfigError) as e:
+        MqttOptions(url="mqtt://broker/" + "a" * 65_500).resolve(env={})
+    assert "make topics of over" in e.value.one_line() and "MQTT allows 65,535" in e.value.one_line()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("0.5", "0.5 rows is not a whole number"),
+    ("1.5,10MB", "1.5 rows is not a whole number"),
+    ("0.001KB", "is less than 4 KB"),
+])
+def test_outbox_max_fractions_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        MqttOptions(url="mqtt://broker/x", outbox_max=spec).resolve(env={})
+
+
+def test_outbox_with_a_damaged_page_is_refused_at_open(tmp_path):
+    from mltool.errors import DataError
+
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    for i in range(400):
+        box.put("t/x", b"payload %d " % i * 20)
+    box.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[5 * page: 5 * page + 64] = b"\xa5" * 64  # a table page's header: the file's header is intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as e:
+        Outbox(path)
+    assert "cannot be used: damaged" in e.value.one_line() or "malformed" in e.value.one_line()
+    assert "move the file away (its unsent messages are lost)" in e.value.one_line()
+
+
+def test_one_outbox_through_a_hard_link_is_refused(tmp_path):
+    a = Outbox(tmp_path / "a.sqlite")
+    os.link(tmp_path / "a.sqlite", tmp_path / "b.sqlite")
+    try:
+        with pytest.raises(ConfigError, match="is in use by another mltool process"):
+            Outbox(tmp_path / "b.sqlite")
+    finally:
+        a.close()
+    Outbox(tmp_path / "b.sqlite").close()  # free once the first is closed
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a full or read-only disk) needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(mount: Path) -> Path:
+    filler = mount / "filler"
+    st = os.statvfs(mount)
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_open_failures_advise_by_cause(tmpfs):
+    from mltool.errors import DataError
+
+    filler = _fill(tmpfs)
+    with pytest.raises(DataError) as e:
+        Outbox(tmpfs / "full.sqlite")
+    assert "free space on that file system" in e.value.one_line() and "are lost" not in e.value.one_line()
+    filler.unlink()
+    box = Outbox(tmpfs / "ro.sqlite")
+    box.put("t/x", b"kept")
+    box.close()
+    ro = tmpfs.parent / "ro"  # the same files through a read-only bind mount
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(tmpfs), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        with pytest.raises(DataError) as e:
+            Outbox(ro / "ro.sqlite")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert f"MQTT outbox {ro / 'ro.sqlite'}" in e.value.one_line()
+    assert "writable file system" in e.value.one_line() and "are lost" not in e.value.one_line()
