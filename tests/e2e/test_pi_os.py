@@ -28,7 +28,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.pi
+pytestmark = [pytest.mark.pi, pytest.mark.timeout(7200)]  # pip and apt under qemu-user take many minutes
 
 PI_SIM = REPO.parent / "shared" / "tools" / "pi-sim.sh"
 FAKE = REPO / "tests" / "fake_picamera2"
