@@ -143,8 +143,8 @@ def yolo_head(outputs: list[Any], hw: tuple[int, int] | None, classes: int | Non
     if end2end is not True and a == 3 * n and b >= 6 and classes in (None, b - 5):
         return YoloHead("v5", 0, b - 5, f"{shape}: {a} = 3 anchors x the grid cells of strides 8/16/32 at "
                                           f"{hw[0]}x{hw[1]}, columns = 4 box values + objectness + {b - 5} class scores")
-    if b == 6 and a < n and end2end is not False:
-        why = "the metadata says end2end" if end2end else f"{a} rows of 6 (x1, y1, x2, y2, score, class), fewer than the {n} grid cells"
+    if b == 6 and end2end is not False:
+        why = "the metadata says end2end" if end2end else f"{a} rows of 6 (x1, y1, x2, y2, score, class), not the {n} grid cells"
         return YoloHead("end2end", 0, None, f"{shape}: {why}: boxes after NMS")
     if classes is not None and end2end is not True:  # other strides (P2, P6 heads): the metadata's class count decides
         if a == 4 + classes and b > a:
