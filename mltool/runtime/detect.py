@@ -272,8 +272,7 @@ def decode_yolo(output: np.ndarray, head: YoloHead, labels: Labels, threshold: f
     else:
         xyxy = np.clip(xyxy, 0, [w, h, w, h])
         sw, sh = w, h
-    res = []
-    for (x0, y0, x1, y1), s, c in zip(xyxy.tolist(), scores.tolist(), classes.tolist()):
-        box = (round(y0 / sh, 4), round(x0 / sw, 4), round(y1 / sh, 4), round(x1 / sw, 4))
-        res.append(Detection(labels.name(int(c)), round(float(s), 4), int(c), box))
-    return res
+    norm = np.round(xyxy[:, [1, 0, 3, 2]] / np.array([sh, sw, sh, sw], np.float64), 4).tolist()  # ymin, xmin, ymax, xmax
+    names = {c: labels.name(c) for c in set(classes.tolist())}
+    return [Detection(names[c], s, c, tuple(b))  # type: ignore[arg-type]
+            for b, s, c in zip(norm, np.round(scores.astype(np.float64), 4).tolist(), classes.tolist())]
