@@ -143,8 +143,7 @@ def test_names_come_from_the_model_itself(cli, yolo_models, pictures, tmp_path):
     rep = cli(["inspect", yolo_models["e2e_nhwc_legacy"], "--json"]).json()
     # the legacy temp_meta.txt holds a dict literal: metadata, not a one-line label file
     assert rep["tflite_metadata"]["dict_file"] == "temp_meta.txt" and "labels" not in rep["tflite_metadata"]
-    assert rep["ultralytics_metadata"]["names"] == {0: "red", 1: "green", 2: "blue"} or \
-        rep["ultralytics_metadata"]["names"] == {"0": "red", "1": "green", "2": "blue"}
+    assert rep["ultralytics_metadata"]["names"] == {"0": "red", "1": "green", "2": "blue"}  # int keys, as JSON
     assert rep["family"]["evidence"].endswith("metadata from temp_meta.txt")
     for name, file in (("v8_nhwc", "metadata.json"), ("v5_nhwc", "meta.txt")):
         rep = cli(["inspect", yolo_models[name], "--json"]).json()
