@@ -354,3 +354,12 @@ def mosquitto(tmp_path):
     yield Factory
     for thing in started:
         thing.stop()
+
+
+@pytest.fixture(scope="session")
+def yolo_models(tmp_path_factory) -> dict:
+    """Tiny YOLO-convention models (every output layout, NHWC/NCHW, int8, each metadata style) and
+    two non-detectors, built once (see tests/yolo_models.py)."""
+    from tests.yolo_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("yolo"))

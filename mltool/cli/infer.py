@@ -37,11 +37,14 @@ def infer(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata), e.g. 127.5.")] = None,
-    task: Annotated[str, typer.Option("--task", help="auto | classify | detect")] = "auto",
+    task: Annotated[str, typer.Option("--task", help="auto | classify | detect | raw (every output as tensors)")] = "auto",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
     alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Raise an alert when the watched class's probability reaches this (e.g. 0.8).")] = None,
     alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches (default: the first non-'no_'/'normal' class).")] = None,
-    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Minimum detection score.")] = 0.5,
+    score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Minimum detection score [default: 0.5 SSD, 0.25 YOLO].", show_default=False)] = None,
+    iou: Annotated[float, typer.Option("--iou", help="YOLO: NMS drops a box overlapping a better one of its class by more than this IoU.")] = 0.7,
+    max_det: Annotated[int, typer.Option("--max-det", help="YOLO: most detections per image.")] = 300,
+    agnostic: Annotated[bool, typer.Option("--agnostic", help="YOLO: NMS across classes (a box suppresses overlapping boxes of any class).")] = False,
     save: Annotated[Optional[Path], typer.Option("--save", help="Write annotated images/video and predictions.jsonl here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", "-n", help="Stop after N results.")] = None,
     every: Annotated[int, typer.Option("--every", help="Process every Nth frame.")] = 1,
@@ -70,7 +73,8 @@ def infer(
     cfg = InferConfig(
         model=model, source=chosen[0], threads=threads, labels=labels, mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
-        alert_class=alert_class, score_threshold=score_threshold, save=save, max_frames=max_frames,
+        alert_class=alert_class, score_threshold=score_threshold, iou=iou, max_det=max_det, agnostic=agnostic,
+        save=save, max_frames=max_frames,
         every=every, hop=hop, window=window, timeout_s=timeout, max_reconnects=max_reconnects, delegate=delegate,
         delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape),
         camera=camera_options(camera_size, camera_fps, camera_transform),
@@ -148,8 +152,9 @@ class _View:
         from rich.markup import escape
 
         delegate = f", delegate {info['delegate']}" if info.get("delegate") else ""
+        family = f", {info['family']}" if info.get("task") == "detection" and info.get("family") else ""
         self.console.print(f"[dim]{escape(info['model'])} ({info['runtime']}{delegate}, input {info['input']} {info['input_dtype']}, "
-                           f"{info['task']}) on {info['source_kind']} {escape(info['source'])}[/dim]", soft_wrap=True)
+                           f"{info['task']}{escape(family)}) on {info['source_kind']} {escape(info['source'])}[/dim]", soft_wrap=True)
         for note in info.get("notes", []):
             self.console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
         cam = info.get("camera")
@@ -178,6 +183,10 @@ class _View:
             print_json_line(r)
         if "detections" in r:
             top = ", ".join(f"{d['label']} {d['score']:.2f}" for d in r["detections"][:3]) or "nothing"
+        elif "outputs" in r:
+            from mltool.runtime.predictor import describe_tensors
+
+            top = describe_tensors(result.outputs or {}, result.value)
         else:
             top = ", ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"][:3])
         alert = r.get("alert")

@@ -18,8 +18,10 @@ def inspect(
     json_out: JsonOpt = False,
 ) -> None:
     """Show inputs/outputs (shape, shape signature, dtype, scale, zero point), signatures,
-    operators, size, embedded mltool metadata and standard TFLite Metadata of a .tflite model,
-    and whether this machine's runtime can run it. Never needs TensorFlow."""
+    operators, size, embedded mltool metadata, standard TFLite Metadata and Ultralytics metadata
+    of a .tflite model; what kind of model it is (classifier, SSD, YOLO v5/v8/end-to-end, raw) and
+    why; its quantization scheme read from the graph; and whether this machine's runtime can run
+    it. Never needs TensorFlow."""
     from mltool.cli._output import print_json, stderr_console
     from mltool.runtime.inspect import inspect_model
     from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
@@ -73,5 +75,16 @@ def _render(console: Any, r: dict[str, Any]) -> None:
         parts = [f"{k} {std[k]}" for k in ("name", "version", "author", "mean", "std", "color_space", "sample_rate",
                                            "channels", "labels", "label_file", "output_names") if k in std]
         console.print(escape("TFLite metadata: " + ", ".join(parts)), soft_wrap=True)
+    fam = r.get("family")
+    if fam:
+        console.print(escape(f"family: {fam['family']} ({fam['task']}): {fam['evidence']}"), soft_wrap=True)
+    q = r.get("quantization_scheme")
+    if q:
+        console.print(escape(f"quantization: {q['scheme']} ({q['evidence']}); {q['note']}"), soft_wrap=True)
+    ultra = r.get("ultralytics_metadata")
+    if ultra:
+        names = ultra.get("names") or {}
+        console.print(escape(f"Ultralytics metadata: task {ultra.get('task')}, imgsz {ultra.get('imgsz')}, {len(names)} names, "
+                             f"version {ultra.get('version')}, args {ultra.get('args')}"), soft_wrap=True)
     for p in r["problems"]:
         console.print(f"[yellow]{escape(p)}[/yellow]", soft_wrap=True)

@@ -56,9 +56,12 @@ def serve(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata).")] = None,
-    task: Annotated[str, typer.Option("--task", help="auto | classify | detect")] = "auto",
+    task: Annotated[str, typer.Option("--task", help="auto | classify | detect | raw (every output as tensors)")] = "auto",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
-    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Minimum detection score.")] = 0.5,
+    score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Minimum detection score [default: 0.5 SSD, 0.25 YOLO].", show_default=False)] = None,
+    iou: Annotated[float, typer.Option("--iou", help="YOLO: NMS drops a box overlapping a better one of its class by more than this IoU.")] = 0.7,
+    max_det: Annotated[int, typer.Option("--max-det", help="YOLO: most detections per image.")] = 300,
+    agnostic: Annotated[bool, typer.Option("--agnostic", help="YOLO: NMS across classes (a box suppresses overlapping boxes of any class).")] = False,
     alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Alert when the watched class reaches this probability.")] = None,
     alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stderr.")] = False,
@@ -78,7 +81,8 @@ def serve(
     if source is not None and camera is not None:
         raise ConfigError("give --source or --camera, not both", "pass one live source")
     predictor: dict[str, Any] = dict(threads=threads, labels=labels, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                                     task=task, top_k=top_k, score_threshold=score_threshold, alert_threshold=alert_threshold,
+                                     task=task, top_k=top_k, score_threshold=score_threshold, iou=iou, max_det=max_det, agnostic=agnostic,
+                                     alert_threshold=alert_threshold,
                                      alert_class=alert_class, delegate=delegate,
                                      delegate_options=parse_delegate_options(delegate_option),
                                      input_shape=parse_shapes(input_shape), window=window)

@@ -90,6 +90,10 @@ def state_payload(state: State, events: list[Event], ctx: Context, outbox: dict[
     }
     if ctx.task == "detection":
         d["objects"] = state.objects
+    elif ctx.task == "raw" and state.outputs is not None:
+        d["outputs"] = {k: v for k, v in state.outputs.items() if k != "value"}
+        if "value" in state.outputs:
+            d["value"] = state.outputs["value"]
     elif state.alert is not None:
         d["alert"] = state.alert.as_dict()
     d.update({"events": [e.id for e in events], "frame": state.frame, "frames": state.frames,

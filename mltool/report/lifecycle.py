@@ -122,6 +122,8 @@ class State:
         self.active = False  # an event is open (debounced, unlike the raw alert)
         self.alert: Any = None  # the result's Alert
         self.objects: dict[str, int] = {}
+        self.outputs: dict[str, Any] | None = None  # task raw: the latest output tensors (JSON-ready)
+        self._published_outputs: dict[str, Any] | None = None
         self.source_status = "starting"
         self._published_key: tuple[Any, ...] | None = None
         self._published_top: tuple[str, float] | None = None
@@ -137,6 +139,12 @@ class State:
             for d in r.detections:
                 objects[d.label] = objects.get(d.label, 0) + 1
             self.objects = objects
+        elif r.task == "raw":
+            from mltool.runtime.predictor import tensor_json
+
+            self.outputs = {k: _summary(v) if v.size > MAX_STATE_VALUES else tensor_json(v) for k, v in (r.outputs or {}).items()}
+            if r.value is not None:
+                self.outputs = {**self.outputs, "value": round(r.value, 6)}
         else:
             self.alert = r.alert
         self.active = active
@@ -158,6 +166,8 @@ class State:
             return True
         if time.monotonic() - self._published_at < self.min_interval_s:
             return False
+        if self.outputs is not None and self.outputs != self._published_outputs:  # raw: values moved
+            return True
         old, new = self._published_top, self.top
         if old is None or new is None:
             return old != new
@@ -166,4 +176,13 @@ class State:
     def published(self) -> None:
         self._published_key = self.key()
         self._published_top = self.top
+        self._published_outputs = self.outputs
         self._published_at = time.monotonic()
+
+
+MAX_STATE_VALUES = 4096  # a raw output larger than this goes into the state as its shape and statistics
+
+
+def _summary(v: Any) -> dict[str, Any]:
+    return {"shape": list(v.shape), "min": round(float(v.min()), 6), "max": round(float(v.max()), 6),
+            "mean": round(float(v.mean()), 6)}

@@ -31,11 +31,14 @@ class InferConfig:
     labels: Path | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
-    task: str = "auto"  # auto | classify | detect
+    task: str = "auto"  # auto | classify | detect | raw
     top_k: int = 3
     alert_threshold: float | None = None
     alert_class: str | None = None
-    score_threshold: float = 0.5  # detections
+    score_threshold: float | None = None  # detections (default: 0.5 SSD, 0.25 YOLO)
+    iou: float = 0.7  # YOLO NMS
+    max_det: int = 300
+    agnostic: bool = False
     save: Path | None = None
     max_frames: int | None = None
     every: int = 1
@@ -49,7 +52,8 @@ class InferConfig:
     camera: CameraOptions | None = None  # size, rate, transform of a camera source
 
     def validate(self) -> None:
-        check_options(self.task, self.top_k, self.alert_threshold)
+        check_options(self.task, self.top_k, self.alert_threshold, score_threshold=self.score_threshold, iou=self.iou,
+                      max_det=self.max_det)
         if self.every < 1:
             raise ConfigError(f"--every {self.every} must be at least 1", "use --every 1 to process every frame")
         if self.max_frames is not None and self.max_frames < 1:
@@ -105,6 +109,8 @@ class _Saver:
         import cv2
 
         self.jsonl.write(json.dumps(result.as_dict()) + "\n")
+        if result.outputs is not None:
+            self._tensors(result)
         bgr = result.annotated()
         if bgr is None:
             return
@@ -115,6 +121,20 @@ class _Saver:
             self.writer.write(bgr)
         else:
             cv2.imwrite(str(self._image_path(result.name)), bgr)
+
+    def _tensors(self, result: Result) -> None:
+        """A raw result's outputs as .npy files beside the images: ``<name>.npy`` for a model
+        with one output, ``<name>.<output>.npy`` otherwise (``<name>`` numbered by frame for videos)."""
+        import numpy as np
+
+        base = self._image_path(result.name) if not self.video else self.out / f"{self.video_path.stem}_{result.index:06d}.jpg"  # type: ignore[union-attr]
+        self.used.discard(base)
+        outs = result.outputs or {}
+        for name, arr in outs.items():
+            tag = "" if len(outs) == 1 else "." + (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "output")
+            path = self._free(base.with_name(base.stem + tag + ".npy"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, arr[0] if arr.ndim > 1 and arr.shape[0] == 1 else arr)
 
     def close(self) -> None:
         self.jsonl.close()
@@ -146,7 +166,8 @@ def run_infer(
     predictor = Predictor(cfg.model, threads=cfg.threads, labels=cfg.labels, mean=cfg.mean, std=cfg.std, task=cfg.task,
                           top_k=cfg.top_k, score_threshold=cfg.score_threshold, alert_threshold=cfg.alert_threshold,
                           alert_class=cfg.alert_class, delegate=cfg.delegate, delegate_options=cfg.delegate_options,
-                          input_shape=cfg.input_shape, window=cfg.window)
+                          input_shape=cfg.input_shape, window=cfg.window, iou=cfg.iou, max_det=cfg.max_det,
+                          agnostic=cfg.agnostic)
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
                               max_reconnects=cfg.max_reconnects, camera=cfg.camera)
     source = stream.source

@@ -19,7 +19,13 @@ import numpy as np
 
 from mltool._silence import silenced
 from mltool.errors import ConfigError, ModelError
-from mltool.runtime.metadata import ModelMetadata, from_standard, read_metadata
+from mltool.runtime.metadata import (
+    ModelMetadata,
+    from_standard,
+    from_ultralytics,
+    read_metadata,
+    read_ultralytics,
+)
 from mltool.runtime.model_io import TensorSpec
 from mltool.runtime.quant import dequantize, quantize
 from mltool.runtime.tflite_metadata import StandardMetadata, read_standard_metadata
@@ -108,6 +114,7 @@ class LoadedModel:
     delegate: str | None = None
     standard: StandardMetadata | None = None  # the TFLite Metadata entry (TF Hub, Model Maker, MediaPipe)
     problems: list[str] = field(default_factory=list)  # damaged metadata, said once to the user
+    ultralytics: tuple[dict[str, Any], str] | None = None  # (metadata, file) Ultralytics/YOLOv5 appended
 
     # Tensor specs are read from the interpreter once and again only after a resize: they are
     # consulted on every invoke, and get_*_details() rebuilds its dicts each call.
@@ -124,6 +131,8 @@ class LoadedModel:
         """What the model says about itself: mltool's own entry, else the standard TFLite Metadata."""
         if self.metadata is not None:
             return self.metadata
+        if self.ultralytics is not None:
+            return from_ultralytics(*self.ultralytics, list(self.inputs[0].shape[1:]) if self.inputs else [])
         if self.standard is not None and not (self.standard.problems and not self.standard.mean and not self.standard.labels):
             return from_standard(self.standard, list(self.inputs[0].shape[1:]) if self.inputs else [])
         return None
@@ -245,8 +254,9 @@ def load_model(
     standard = read_standard_metadata(info, data)
     if standard is not None:
         problems += standard.problems
+    ultra = read_ultralytics(data, problems) if meta is None else None
     return LoadedModel(path, info, meta, interp, rt.name, rt.version, threads, time.perf_counter() - t0,
-                       delegate, standard, problems)
+                       delegate, standard, problems, ultra)
 
 
 def _load_delegate(rt: Runtime, library: str, options: dict[str, str] | None) -> Any:

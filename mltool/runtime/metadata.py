@@ -147,3 +147,90 @@ def from_standard(md: Any, input_shape: list[int]) -> ModelMetadata:
         labels=md.labels, normalization=norm, output={},
         source={"kind": "tflite-metadata", "name": md.name},
     )
+
+
+# --------------------------------------------------------------------------- Ultralytics' own metadata
+
+# The files Ultralytics (and YOLOv5) append to a .tflite as a zip archive: ``metadata.json`` (current
+# exports), ``temp_meta.txt`` (8.0-8.3.116, also named in the TFLite Metadata as a label file) and
+# YOLOv5's ``meta.txt`` hold a Python dict literal.
+ULTRALYTICS_FILES = ("metadata.json", "temp_meta.txt", "meta.txt")
+MAX_APPENDED_METADATA = 1 << 20
+
+
+def parse_dict_text(text: str) -> dict[str, Any] | None:
+    """A JSON object or a Python dict literal (``ast.literal_eval``: literals only, never code),
+    else None."""
+    import ast
+
+    text = text.strip().lstrip("\ufeff")
+    if not text.startswith("{") or len(text) > MAX_APPENDED_METADATA:
+        return None
+    try:
+        d = json.loads(text)
+    except ValueError:
+        try:
+            d = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    return d if isinstance(d, dict) else None
+
+
+def read_ultralytics(data: bytes, problems: list[str] | None = None) -> tuple[dict[str, Any], str] | None:
+    """(metadata, file name) that Ultralytics or YOLOv5 appended to the model ``data``, or None."""
+    import io
+    import zipfile
+
+    if b"PK\x05\x06" not in data[-(1 << 16) - 22 :]:  # no zip end record: nothing appended
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+            for name in ULTRALYTICS_FILES:
+                if name not in names:
+                    continue
+                info = z.getinfo(name)
+                if info.file_size > MAX_APPENDED_METADATA:
+                    if problems is not None:
+                        problems.append(f"{name} packed in the model is {info.file_size} bytes: ignored")
+                    return None
+                raw = z.read(name)
+                d = parse_dict_text(raw.decode("utf-8", errors="replace"))
+                if d is None:
+                    if problems is not None:
+                        problems.append(f"{name} packed in the model is not a JSON object or dict literal: ignored")
+                    return None
+                return d, name
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+        return None
+    return None
+
+
+def ultralytics_names(d: dict[str, Any]) -> list[str] | None:
+    """Class names, index order, from ``names`` ({0: 'person', ...}, {"0": ...} or a list)."""
+    names = d.get("names")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return list(names)
+    if not isinstance(names, dict) or not names:
+        return None
+    try:
+        by_id = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        return None
+    if min(by_id) < 0 or max(by_id) > 100_000:
+        return None
+    return [by_id.get(i, str(i)) for i in range(max(by_id) + 1)]
+
+
+def from_ultralytics(d: dict[str, Any], file: str, input_shape: list[int]) -> ModelMetadata:
+    """What mltool uses from Ultralytics' metadata: labels, x / 255 input, the task."""
+    args = d.get("args") if isinstance(d.get("args"), dict) else {}
+    facts = {k: d[k] for k in ("task", "imgsz", "stride", "version", "end2end", "batch", "channels") if k in d}
+    quant = {k: args[k] for k in ("int8", "half", "quantize", "nms") if k in args}
+    return ModelMetadata(
+        input=InputSpec(shape=list(input_shape), color="RGB", resize_method="letterbox"),
+        task=str(d.get("task")) if d.get("task") is not None else None, kind="detection" if d.get("task") == "detect" else "other",
+        labels=ultralytics_names(d), normalization=Normalization([0.0], [255.0]), output={"type": "ultralytics"},
+        quantization=quant, source={"kind": "ultralytics", "file": file, **facts,
+                                    **({"description": d["description"]} if isinstance(d.get("description"), str) else {})},
+    )

@@ -54,6 +54,7 @@ class InputAdapter:
     variable_length: bool = False  # a signal model with a dynamic length: one window per file
     resize_method: str = preprocess.DEFAULT_RESIZE
     notes: list[str] = field(default_factory=list)  # said once to the user
+    layout: str = "NHWC"  # images: NHWC, or NCHW (channels first, as PyTorch exports are)
 
     @property
     def window(self) -> int | None:
@@ -64,14 +65,23 @@ class InputAdapter:
         return self.shape[-1]
 
     def image(self, img: np.ndarray) -> np.ndarray:
-        """RGB uint8 frame -> (1, H, W, C) input tensor in the tensor's dtype."""
+        """RGB uint8 frame -> (1, H, W, C) input tensor in the tensor's dtype ((1, C, H, W) for
+        channels-first models)."""
         h, w, c = self.shape
         pic = preprocess.fit_image(img, w, h, c, self.resize_method)
         if self.raw_quantized:
-            return quant.raw_pixels(pic[None], self.spec)
-        if self.pixel_lut is not None:
-            return quant.apply_lut(pic, self.pixel_lut)[None]
-        return quant.quantize(preprocess.normalize(pic, self.mean, self.std)[None], self.spec)  # type: ignore[arg-type]
+            x = quant.raw_pixels(pic[None], self.spec)
+        elif self.pixel_lut is not None:
+            x = quant.apply_lut(pic, self.pixel_lut)[None]
+        else:
+            x = quant.quantize(preprocess.normalize(pic, self.mean, self.std)[None], self.spec)  # type: ignore[arg-type]
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if self.layout == "NCHW" else x
+
+    def letterbox(self, width: int, height: int) -> preprocess.Letterbox | None:
+        """Where a ``width`` x ``height`` picture lands in the input (letterboxed models only)."""
+        if self.resize_method != "letterbox":
+            return None
+        return preprocess.Letterbox.fit(width, height, self.shape[1], self.shape[0])
 
     def signal(self, sig: np.ndarray) -> np.ndarray:
         """One window of samples, (W,) or (W, C) -> the input tensor ([1, W] or [1, W, C]) in the
@@ -83,11 +93,26 @@ class InputAdapter:
         return quant.quantize(preprocess.normalize(x, self.mean, self.std), self.spec)  # type: ignore[arg-type]
 
 
+def image_layout(shape: tuple[int, ...] | list[int]) -> str | None:
+    """NHWC or NCHW for a 4-D input ``shape`` that is an image (1 or 3 channels last, else
+    first), None otherwise. Channels last wins when both would fit."""
+    if len(shape) != 4:
+        return None
+    if shape[-1] in (1, 3):
+        return "NHWC"
+    if shape[1] in (1, 3):
+        return "NCHW"
+    return None
+
+
 def input_adapter(model: LoadedModel, mean: list[float] | None = None, std: list[float] | None = None, *,
-                  shape_given: bool = False) -> InputAdapter:
+                  shape_given: bool = False, letterbox: bool = False,
+                  default_norm: tuple[list[float], list[float]] | None = None) -> InputAdapter:
     """Decide once how frames feed ``model``: shape and kind from its input (``shape_given``:
     the user fixed its dynamic dimensions with --input-shape), normalisation from ``mean``/``std``
-    or else what the model says about itself (mltool metadata, or standard TFLite Metadata)."""
+    or else what the model says about itself (mltool metadata, or standard TFLite Metadata), or
+    else ``default_norm`` (what the model family implies, e.g. YOLO's x / 255). ``letterbox``:
+    pictures are scaled to fit and padded (YOLO) instead of stretched."""
     meta = model.description
     if len(model.inputs) != 1:
         names = ", ".join(f"{i.name} {list(i.shape)}" for i in model.inputs)
@@ -99,14 +124,20 @@ def input_adapter(model: LoadedModel, mean: list[float] | None = None, std: list
     shape = tuple(int(s) for s in inp.shape[1:])
     layout = meta.input.layout if meta is not None else None
     notes: list[str] = []
+    image = "NHWC"
     if len(shape) == 3 and layout != "NWC":
         kind, rank = "image", 4
-        if shape[-1] not in (1, 3):
-            raise ConfigError(f"{model.path} input {list(inp.shape)} is not an NHWC image with 1 or 3 channels",
-                              "mltool feeds NHWC images (1 or 3 channels) or 1-D signals ([1, N], [1, N, C])")
+        found = image_layout(inp.shape)
+        if found is None:
+            raise ConfigError(f"{model.path} input {list(inp.shape)} is not an image with 1 or 3 channels (NHWC or NCHW)",
+                              "mltool feeds NHWC or NCHW images (1 or 3 channels) or 1-D signals ([1, N], [1, N, C])")
+        image = found
+        if image == "NCHW":
+            shape = (shape[1], shape[2], shape[0])
         if dynamic:
+            example = f"1,{shape[-1]},640,640" if image == "NCHW" else f"1,224,224,{shape[-1]}"
             raise ConfigError(f"{model.path} takes images of any size (input {inp.name} has shape signature {signature}); "
-                              "mltool needs to know which", f"pass --input-shape, e.g. --input-shape 1,224,224,{shape[-1]}")
+                              "mltool needs to know which", f"pass --input-shape, e.g. --input-shape {example}")
     elif len(shape) in (1, 2):
         kind, rank = "signal", len(shape) + 1
         shape = (shape[0], 1) if len(shape) == 1 else shape
@@ -119,6 +150,9 @@ def input_adapter(model: LoadedModel, mean: list[float] | None = None, std: list
     norm = meta.normalization if meta is not None else None
     m = mean if mean is not None else (norm.mean if norm is not None else None)
     s = std if std is not None else (norm.std if norm is not None else None)
+    if (m is None or s is None) and default_norm is not None:
+        m = mean if mean is not None else default_norm[0]
+        s = std if std is not None else default_norm[1]
     raw = False
     if m is None or s is None:
         if kind == "signal":
@@ -139,4 +173,6 @@ def input_adapter(model: LoadedModel, mean: list[float] | None = None, std: list
         lut = quant.pixel_lut(mean_arr, std_arr, inp, shape[-1])  # type: ignore[arg-type]
     rate = meta.input.rate_hz if meta is not None else None
     method = (meta.input.resize_method if meta is not None else None) or preprocess.DEFAULT_RESIZE
-    return InputAdapter(kind, shape, inp, mean_arr, std_arr, raw, rate, lut, rank, bool(dynamic), method, notes)
+    if letterbox and kind == "image":
+        method = "letterbox"
+    return InputAdapter(kind, shape, inp, mean_arr, std_arr, raw, rate, lut, rank, bool(dynamic), method, notes, image)

@@ -24,12 +24,13 @@ import numpy as np
 
 from mltool.errors import ConfigError, DataError, ModelError
 from mltool.runtime.classify import Classification, alert_index, is_scores, probabilities, top_k
-from mltool.runtime.detect import Detection, decode, detection_outputs
+from mltool.runtime.detect import Detection, decode, decode_yolo
 from mltool.runtime.labels import Labels
 from mltool.runtime.sources import Frame, SamplingStats, Source, SourceEvent
 from mltool.runtime.sources.camera import CameraOptions
 
-TASKS = ("auto", "classify", "detect")
+TASKS = ("auto", "classify", "detect", "raw")
+SCORE_THRESHOLDS = {"ssd": 0.5, "yolo": 0.25}  # default --score-threshold per family (YOLO's is Ultralytics')
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Alert:
 class Result:
     """What the model made of one frame, file or signal window."""
 
-    task: str  # classification | detection
+    task: str  # classification | detection | raw
     classifications: list[Classification]
     detections: list[Detection]
     alert: Alert | None
@@ -76,9 +77,19 @@ class Result:
     timestamp: float
     image: np.ndarray | None = field(default=None, repr=False)  # the RGB frame it came from
     sampling: SamplingStats | None = None  # live sensors: how the window was sampled (``.ok``)
+    outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)  # task raw: every output, dequantized
+
+    @property
+    def value(self) -> float | None:
+        """A raw model's single output number (a regression), else None."""
+        if self.outputs is None or len(self.outputs) != 1:
+            return None
+        (v,) = self.outputs.values()
+        return float(v.reshape(-1)[0]) if v.size == 1 else None
 
     @property
     def top(self) -> Classification | Detection | None:
+        """The best detection or class (None for raw results)."""
         items = self.detections if self.task == "detection" else self.classifications
         return items[0] if items else None
 
@@ -93,6 +104,10 @@ class Result:
                              "timestamp": round(self.timestamp, 6)}
         if self.task == "detection":
             d["detections"] = [{"label": x.label, "score": x.score, "box": list(x.box), "class": x.index} for x in self.detections]
+        elif self.task == "raw":
+            d["outputs"] = {k: tensor_json(v) for k, v in (self.outputs or {}).items()}
+            if self.value is not None:
+                d["value"] = round(self.value, 6)
         else:
             d["predictions"] = [{"label": c.label, "score": c.score, "index": c.index} for c in self.classifications]
             if self.alert is not None:
@@ -107,6 +122,8 @@ class Result:
         """The short text drawn on annotated frames."""
         if self.task == "detection":
             return [f"{len(self.detections)} objects"] + [f"{d.label} {d.score:.2f}" for d in self.detections[:3]]
+        if self.task == "raw":
+            return [describe_tensors(self.outputs or {}, self.value)]
         top = self.classifications[0]
         lines = [f"{top.label} {top.score:.2f}"]
         if self.alert is not None and self.alert.active:
@@ -123,10 +140,35 @@ class Result:
                         alert=bool(self.alert and self.alert.active), strip_lines=4 if self.task == "detection" else 2)
 
 
-def check_options(task: str = "auto", top_k: int = 3, alert_threshold: float | None = None) -> None:
+def tensor_json(x: np.ndarray) -> Any:
+    """A dequantized output as nested lists (values rounded to 6 decimals, as serve answers), the
+    batch dimension dropped."""
+    a = x[0] if x.ndim > 1 and x.shape[0] == 1 else x
+    return np.round(a.astype(np.float64), 6).tolist()
+
+
+def describe_tensors(outputs: dict[str, np.ndarray], value: float | None = None) -> str:
+    """One short line for raw outputs: the value of a regression, else each output's shape and range."""
+    if value is not None:
+        return f"value {value:.4g}"
+    parts = []
+    for k, v in list(outputs.items())[:3]:
+        rng = f" {float(v.min()):.3g}..{float(v.max()):.3g}" if v.size else ""
+        parts.append(f"{k} {list(v.shape)}{rng}")
+    return ", ".join(parts) + (f" (+{len(outputs) - 3} more)" if len(outputs) > 3 else "")
+
+
+def check_options(task: str = "auto", top_k: int = 3, alert_threshold: float | None = None, *,
+                  score_threshold: float | None = None, iou: float = 0.7, max_det: int = 300) -> None:
     """Validate Predictor options before anything is loaded (usage errors, exit 2)."""
     if task not in TASKS:
-        raise ConfigError(f"unknown --task '{task}'", "use auto, classify or detect")
+        raise ConfigError(f"unknown --task '{task}'", "use auto, classify, detect or raw")
+    if score_threshold is not None and not 0 <= score_threshold <= 1:
+        raise ConfigError(f"--score-threshold {score_threshold} is not between 0 and 1", "e.g. --score-threshold 0.25")
+    if not 0 <= iou <= 1:
+        raise ConfigError(f"--iou {iou} is not between 0 and 1", "e.g. --iou 0.7 (Ultralytics' default)")
+    if max_det < 1:
+        raise ConfigError(f"--max-det {max_det} must be at least 1", "e.g. --max-det 300")
     if alert_threshold is not None and not 0 <= alert_threshold <= 1:
         raise ConfigError(f"--alert-threshold {alert_threshold} is not a probability", "use a value between 0 and 1, e.g. 0.8")
     if top_k < 1:
@@ -137,8 +179,10 @@ class Predictor:
     """A ``.tflite`` model ready to run: its input adapter, labels and output decoding decided once.
 
     ``labels`` (a file or a list), ``mean`` and ``std`` override what the model's metadata says,
-    so models from elsewhere work too. ``task`` is ``auto`` (detection when the model has the
-    four SSD outputs), ``classify`` or ``detect``.
+    so models from elsewhere work too. ``task`` is ``auto`` (what the outputs say: SSD or YOLO
+    detection, classification, else raw tensors), ``classify``, ``detect`` or ``raw``.
+    ``score_threshold`` defaults to 0.5 for SSD and 0.25 for YOLO; ``iou``, ``max_det`` and
+    ``agnostic`` steer YOLO's NMS.
     """
 
     def __init__(
@@ -151,50 +195,63 @@ class Predictor:
         std: list[float] | None = None,
         task: str = "auto",
         top_k: int = 3,
-        score_threshold: float = 0.5,
+        score_threshold: float | None = None,
         alert_threshold: float | None = None,
         alert_class: str | None = None,
         delegate: str | None = None,
         delegate_options: dict[str, str] | None = None,
         input_shape: list[list[int]] | list[int] | None = None,
         window: int | None = None,
+        iou: float = 0.7,
+        max_det: int = 300,
+        agnostic: bool = False,
     ) -> None:
+        from mltool.runtime.family import decide
         from mltool.runtime.interpreter import load_model
         from mltool.runtime.model_io import input_adapter
 
-        check_options(task, top_k, alert_threshold)
+        check_options(task, top_k, alert_threshold, score_threshold=score_threshold, iou=iou, max_det=max_det)
         if window is not None and window < 1:
             raise ConfigError(f"--window {window} must be at least 1", "use the number of samples per window, e.g. --window 16000")
         shapes = [input_shape] if input_shape and isinstance(input_shape[0], int) else input_shape  # type: ignore[list-item]
         self.model = load_model(model, threads=threads, delegate=delegate, delegate_options=delegate_options,
                                 input_shapes=shapes)  # type: ignore[arg-type]
-        self.input = input_adapter(self.model, mean, std, shape_given=bool(shapes))
+        meta = self.model.description
+        self.family = decide(self.model.inputs, self.model.outputs, self._output_names(), meta,
+                             self.model.ultralytics[0] if self.model.ultralytics else None, task)
+        yolo = self.family.name == "yolo"
+        self.input = input_adapter(self.model, mean, std, shape_given=bool(shapes), letterbox=yolo,
+                                   default_norm=([0.0], [255.0]) if yolo else None)
         if window is not None and self.input.kind == "signal":
             self._fix_window(window)
         self.notes = [*self.model.problems, *self.input.notes]
-        meta = self.model.description
         if isinstance(labels, (str, Path)):
             self.labels = Labels.from_file(labels)
         elif labels is not None:
             self.labels = Labels.from_list(labels)
         else:
             self.labels = Labels.from_list(meta.labels if meta is not None and meta.labels else [])
-        mapping = detection_outputs(self.model.outputs, self._output_names())
+        mapping = self.family.ssd
         if mapping is not None and labels is None and self.labels.name(0) == "???":
             # TF1 SSD label maps start with a background "???" line the class outputs skip
             self.labels = Labels.from_list(self.labels.names[1:])
-        if task == "detect" and mapping is None:
-            raise ConfigError(f"{self.model.path} does not have the four SSD-style outputs (boxes, classes, scores, count)",
-                              "use --task classify, or a detection model")
-        self.task = "detection" if (task == "detect" or (task == "auto" and mapping is not None)) else "classification"
+        if task == "detect" and self.family.task != "detection":
+            raise ConfigError(f"{self.model.path} is not a detector mltool can decode: {self.family.evidence}",
+                              "use --task raw to get its outputs as tensors (or --task classify)")
+        if task == "classify" and self.family.task != "classification":
+            raise ConfigError(f"{self.model.path} is not a classifier: {self.family.evidence}",
+                              "use --task raw to get its outputs as tensors (or --task detect)")
+        self.task = self.family.task
         first = self.model.outputs[0]
-        if self.task == "classification" and not is_scores(first.shape):
-            raise ConfigError(f"{self.model.path} is neither a classifier nor an SSD detector: its first output "
-                              f"{first.name} has shape {list(first.shape)}, not class scores ([1, N])",
-                              "mltool decodes classifiers and SSD-style detectors; `mltool bench` and `inspect` work on any model")
-        self._detection = mapping if self.task == "detection" else None
+        if self.task == "classification" and not is_scores(first.shape):  # defensive: decide() checked it
+            raise ConfigError(f"{self.model.path}: first output {first.name} {list(first.shape)} is not class scores",
+                              "use --task raw")
+        self._detection = mapping
+        self._yolo = self.family.yolo
+        self.iou, self.max_det, self.agnostic = iou, max_det, agnostic
         self.top_k = top_k
-        self.score_threshold = score_threshold
+        self.score_threshold = score_threshold if score_threshold is not None else SCORE_THRESHOLDS.get(self.family.name, 0.5)
+        self._names = self._tensor_names()
         self.alert_threshold = alert_threshold
         n_classes = int(np.prod(first.shape))
         self.alert_index = alert_index(self.labels, alert_class, n_classes) if alert_threshold is not None else None
@@ -225,6 +282,20 @@ class Predictor:
             out.append(self.model.standard.output_names)
         return out
 
+    def _tensor_names(self) -> list[str]:
+        """One unique name per output, as the signature names them (else the tensor's own)."""
+        sig = self._output_names()
+        names = sig[0] if sig and len(sig[0]) == len(self.model.outputs) else []
+        out: list[str] = []
+        for k, o in enumerate(self.model.outputs):
+            name = (names[k] if k < len(names) and names[k] else "") or o.name or f"output_{k}"
+            out.append(name if name not in out else f"{name}_{k}")
+        return out
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._names)
+
     # ------------------------------------------------------------------ what it is
     @property
     def kind(self) -> str:
@@ -240,6 +311,8 @@ class Predictor:
         return {"model": str(m.path), "runtime": f"{m.runtime} {m.runtime_version}",
                 "input": list(m.inputs[0].shape), "input_dtype": str(m.inputs[0].dtype),
                 "task": self.task, "kind": self.kind, "labels": len(self.labels), "raw_pixels": self.input.raw_quantized,
+                "family": self.family.label, "evidence": self.family.evidence, "layout": self.input.layout,
+                "score_threshold": self.score_threshold if self.task == "detection" else None,
                 "delegate": m.delegate, "notes": self.notes}
 
     # ------------------------------------------------------------------ running it
@@ -280,13 +353,23 @@ class Predictor:
         """The frame as the model's input tensor, (1, ...) in the tensor's own dtype."""
         return self.input.image(frame.image) if frame.image is not None else self.input.signal(frame.signal)  # type: ignore[arg-type]
 
-    def decode(self, outputs: list[np.ndarray]) -> tuple[list[Classification], list[Detection], Alert | None]:
-        """One sample's dequantized outputs as classifications or detections, and the alert."""
+    def decode(self, outputs: list[np.ndarray], size: tuple[int, int] | None = None
+               ) -> tuple[list[Classification], list[Detection], Alert | None]:
+        """One sample's dequantized outputs as classifications or detections, and the alert.
+        ``size``: (width, height) of the picture the input was made from (YOLO boxes are mapped
+        back through the letterbox; without it they are relative to the input itself)."""
         classes: list[Classification] = []
         dets: list[Detection] = []
         alert = None
         if self._detection is not None:
             dets = decode(outputs, self._detection, self.labels, self.score_threshold)
+        elif self._yolo is not None:
+            h, w = self.input.shape[0], self.input.shape[1]
+            box = self.input.letterbox(*size) if size is not None else None
+            dets = decode_yolo(outputs[self._yolo.output], self._yolo, self.labels, self.score_threshold, input_hw=(h, w),
+                               source=box, iou=self.iou, max_det=self.max_det, agnostic=self.agnostic)
+        elif self.task == "raw":
+            pass
         else:
             probs = probabilities(outputs[0])
             classes = top_k(probs, self.labels, self.top_k)
@@ -295,6 +378,10 @@ class Predictor:
                 alert = Alert(self.labels.name(self.alert_index), score, self.alert_threshold,  # type: ignore[arg-type]
                               score >= self.alert_threshold)  # type: ignore[operator]
         return classes, dets, alert
+
+    def tensors(self, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """One sample's dequantized outputs by name (copies: the interpreter reuses its buffers)."""
+        return {n: np.array(o, np.float32) for n, o in zip(self._names, outputs)}
 
     def predict_frame(self, frame: Frame, source: str = "") -> Result:
         return self.predict_batch([frame], source)[0]
@@ -310,10 +397,13 @@ class Predictor:
         results = []
         for i, frame in enumerate(frames):
             t = time.perf_counter()
-            classes, dets, alert = self.decode(outputs if len(frames) == 1 else [o[i : i + 1] for o in outputs])
+            mine = outputs if len(frames) == 1 else [o[i : i + 1] for o in outputs]
+            size = (frame.image.shape[1], frame.image.shape[0]) if frame.image is not None else None
+            classes, dets, alert = self.decode(mine, size)
+            tensors = self.tensors(mine) if self.task == "raw" else None
             timings = Timings(frame.read_ms, (t1 - t0) * 1000 / len(frames), (t2 - t1) * 1000, (time.perf_counter() - t) * 1000)
             results.append(Result(self.task, classes, dets, alert, timings, source, frame.index, frame.name,
-                                  frame.timestamp, image=frame.image, sampling=frame.sampling))
+                                  frame.timestamp, image=frame.image, sampling=frame.sampling, outputs=tensors))
         return results
 
     def stream(self, source: str | Source, *, every: int = 1, events: bool = False, hop: int | None = None,

@@ -8,7 +8,7 @@ exactly what training fed it. The resize method is recorded in the model's metad
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,7 +52,8 @@ def normalize(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) 
 
 
 DEFAULT_RESIZE = "pyramid-bilinear"
-RESIZE_METHODS = ("pyramid-bilinear", "bilinear", "area", "nearest")
+RESIZE_METHODS = ("pyramid-bilinear", "bilinear", "area", "nearest", "letterbox")
+PAD_VALUE = 114  # the grey Ultralytics pads letterboxed pictures with
 
 
 def resize(img: np.ndarray, w: int, h: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
@@ -61,9 +62,11 @@ def resize(img: np.ndarray, w: int, h: int, method: str = DEFAULT_RESIZE) -> np.
     ``pyramid-bilinear`` (the default, what mltool trains with): halve with a Gaussian pyramid
     while >= 2x too big, then bilinear: close to area averaging (no aliasing) at a quarter of
     INTER_AREA's cost on 640x480 -> 224x224. ``bilinear``, ``area``, ``nearest``: OpenCV's, for
-    models trained elsewhere with that method."""
+    models trained elsewhere with that method. ``letterbox``: aspect kept, padded (YOLO)."""
     import cv2
 
+    if method == "letterbox":
+        return letterbox(img, w, h)
     if img.shape[0] == h and img.shape[1] == w:
         return img
     single = img.ndim == 3 and img.shape[-1] == 1  # OpenCV drops a single channel axis
@@ -78,6 +81,49 @@ def resize(img: np.ndarray, w: int, h: int, method: str = DEFAULT_RESIZE) -> np.
     if img.shape[0] != h or img.shape[1] != w:
         img = cv2.resize(img, (w, h), interpolation=interp)
     return img[..., None] if single and img.ndim == 2 else img
+
+
+class Letterbox(NamedTuple):
+    """Where a ``width`` x ``height`` picture lands in a letterboxed model input: scaled to
+    ``inner_w`` x ``inner_h`` (aspect kept) and placed at (``left``, ``top``)."""
+
+    width: int
+    height: int
+    inner_w: int
+    inner_h: int
+    left: int
+    top: int
+
+    @classmethod
+    def fit(cls, width: int, height: int, w: int, h: int) -> Letterbox:
+        r = min(w / width, h / height)
+        iw, ih = min(w, max(1, int(round(width * r)))), min(h, max(1, int(round(height * r))))
+        return cls(width, height, iw, ih, (w - iw) // 2, (h - ih) // 2)
+
+    def to_source(self, xyxy: np.ndarray) -> np.ndarray:
+        """Boxes (x1, y1, x2, y2) in model-input pixels -> the source picture's pixels, clipped."""
+        out = np.empty_like(xyxy, dtype=np.float64)
+        sx, sy = self.inner_w / self.width, self.inner_h / self.height
+        out[:, [0, 2]] = np.clip((xyxy[:, [0, 2]] - self.left) / sx, 0, self.width)
+        out[:, [1, 3]] = np.clip((xyxy[:, [1, 3]] - self.top) / sy, 0, self.height)
+        return out
+
+
+def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Ultralytics' preprocessing: scale to fit ``w`` x ``h`` keeping the aspect ratio
+    (bilinear), centred on a canvas of grey 114."""
+    import cv2
+
+    g = Letterbox.fit(img.shape[1], img.shape[0], w, h)
+    if (g.inner_w, g.inner_h) != (img.shape[1], img.shape[0]):
+        img = cv2.resize(img, (g.inner_w, g.inner_h), interpolation=cv2.INTER_LINEAR)
+        if img.ndim == 2:
+            img = img[..., None]
+    if (g.inner_w, g.inner_h) == (w, h):
+        return img
+    canvas = np.full((h, w, img.shape[-1]), PAD_VALUE, np.uint8)
+    canvas[g.top : g.top + g.inner_h, g.left : g.left + g.inner_w] = img
+    return canvas
 
 
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:

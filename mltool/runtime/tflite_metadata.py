@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mltool.runtime.metadata import parse_dict_text
 from mltool.runtime.tflite_schema import FlatBuf, Malformed, ModelInfo, Table
 
 ENTRY = "TFLITE_METADATA"
@@ -48,6 +49,7 @@ class StandardMetadata:
     output_names: list[str] = field(default_factory=list)
     labels: list[str] | None = None
     label_file: str | None = None
+    dict_file: str | None = None  # a "label file" holding a dict literal (Ultralytics 8.0-8.3.116 temp_meta.txt)
     associated_files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
 
@@ -134,6 +136,9 @@ def read_standard_metadata(info: ModelInfo, data: bytes) -> StandardMetadata | N
                 text = content_bytes.decode("utf-8")
             except UnicodeDecodeError:
                 md.problems.append(f"label file {name} is not UTF-8")
+                continue
+            if parse_dict_text(text) is not None:  # metadata, not names: read by metadata.read_ultralytics
+                md.dict_file = name
                 continue
             md.labels = [ln.strip() for ln in text.lstrip("\ufeff").splitlines() if ln.strip()]
             md.label_file = name

@@ -189,6 +189,8 @@ class ModelInfo:
     custom_ops: list[str] = field(default_factory=list)
     largest_tensor: TensorInfo | None = None  # the tensor claiming the most memory, over all subgraphs
     tensor_bytes: int = 0  # what all tensors claim together (an upper bound of what allocation needs)
+    constant_types: Counter = field(default_factory=Counter)  # main subgraph: dtypes of tensors with data (weights)
+    activation_types: Counter = field(default_factory=Counter)  # main subgraph: dtypes of the other tensors
 
 
 def _op_names() -> dict[int, str]:
@@ -241,6 +243,13 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
         subgraphs = model.tables(8)
         if not subgraphs:
             raise Malformed("no subgraphs")
+        buffers = model.tables(12)
+        filled = []
+        for bt in buffers:
+            data_vec = bt._vector(4, 1)
+            filled.append(bool(data_vec and data_vec[1]) or bool(bt.scalar(6, "Q", 0)))
+        constant_types: Counter = Counter()
+        activation_types: Counter = Counter()
         ops: Counter = Counter()
         n_tensors = 0
         main_tensors: list[TensorInfo] = []
@@ -271,7 +280,9 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
                         raise Malformed(f"operator refers to tensor {idx} of {len(tensors)}")
             if si == 0:
                 main_tensors, main_in, main_out = tensors, ins, outs
-        buffers = model.tables(12)
+                for t, raw in zip(tensors, sg.tables(4)):
+                    bi = int(raw.scalar(8, "I", 0))
+                    (constant_types if 0 < bi < len(filled) and filled[bi] else activation_types)[t.dtype] += 1
         metadata: dict[str, bytes] = {}
         for md in model.tables(16):
             name = md.string(4) or ""
@@ -302,7 +313,8 @@ def parse_model(data: bytes, source: str = "model") -> ModelInfo:
             subgraphs=len(subgraphs), tensors=n_tensors,
             inputs=[main_tensors[i] for i in main_in], outputs=[main_tensors[i] for i in main_out],
             operators=ops, signatures=signatures, metadata=metadata, custom_ops=custom_ops,
-            largest_tensor=largest, tensor_bytes=total_bytes,
+            largest_tensor=largest, tensor_bytes=total_bytes, constant_types=constant_types,
+            activation_types=activation_types,
         )
     except (Malformed, struct.error, RecursionError) as exc:
         raise ModelError(

@@ -47,7 +47,7 @@ class ServeConfig:
     def validate(self) -> None:
         from mltool.runtime.predictor import check_options
 
-        check_options(**{k: v for k, v in self.predictor.items() if k in ("task", "top_k", "alert_threshold")})
+        check_options(**{k: v for k, v in self.predictor.items() if k in ("task", "top_k", "alert_threshold", "score_threshold", "iou", "max_det")})
         for opt, value, low in (("--workers", self.workers, 1), ("--queue", self.queue, 1), ("--batch", self.batch, 1),
                                 ("--max-body", self.max_body, 1), ("--every", self.every, 1)):
             if value < low:

@@ -10,7 +10,9 @@
   scores, boxes in the original image's pixels, release and timings.
 
 Encoded images take the Predictor's own path (decode, resize, normalise, quantize, decode the
-outputs), so every protocol answers exactly what `mltool infer` prints for the same image.
+outputs), so every protocol answers exactly what `mltool infer` prints for the same image. A
+model served with task ``raw`` answers every protocol with its output tensors, named as its
+signature names them.
 """
 
 from __future__ import annotations
@@ -113,7 +115,10 @@ class Protocols:
             if len(elements) != math.prod(shape) or not elements:
                 raise HttpError(400, f"{where}.shape {shape} needs {math.prod(shape)} images; got {len(elements)}")
             results, rid = await app.infer(image_job(app, elements, [f"{where}[{i}]" for i in range(len(elements))]), req)
-            outputs = _decoded_outputs([(r.classifications, r.detections) for r in results], results[0].task == "detection")
+            if results[0].task == "raw":
+                outputs = _raw_outputs([r.outputs or {} for r in results])
+            else:
+                outputs = _decoded_outputs([(r.classifications, r.detections) for r in results], results[0].task == "detection")
             timings = results[0].timings.as_dict()
         else:
             if raw is not None:
@@ -123,10 +128,13 @@ class Protocols:
             (outs, decoded), rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, datatype, where)), req)
             first = app.engine.release.first if app.engine.release else None
             specs = first.model.outputs if first else []
-            outputs = [{"name": s.name if s else f"output_{k}", "datatype": "FP32", "shape": list(o.shape),
+            raw_task = first is not None and first.task == "raw"
+            names = first.output_names if raw_task else [s.name for s in specs]  # type: ignore[union-attr]
+            outputs = [{"name": n if n else f"output_{k}", "datatype": "FP32", "shape": list(o.shape),
                         "data": np.round(o.astype(np.float64).reshape(-1), 6).tolist()}
-                       for k, (o, s) in enumerate(zip(outs, list(specs) + [None] * len(outs)))]
-            outputs += _decoded_outputs([(c, d) for c, d, _a in decoded], first is not None and first.task == "detection")
+                       for k, (o, n) in enumerate(zip(outs, list(names) + [""] * len(outs)))]
+            if not raw_task:
+                outputs += _decoded_outputs([(c, d) for c, d, _a in decoded], first is not None and first.task == "detection")
             timings = None
         wanted = body.get("outputs")
         if wanted is not None:
@@ -158,7 +166,12 @@ class Protocols:
         image = inputs.b64decode(data, "payload.inputs.data")
         session = body.get("session") or str(uuid.uuid4())
         results, rid = await self.app.infer(image_job(self.app, [image], ["payload.inputs.data"]), req)
-        top = results[0].top
+        r = results[0]
+        if r.task == "raw":  # no label to give: the tensors themselves
+            d = r.as_dict()
+            result: dict[str, Any] = {"outputs": d["outputs"], **({"value": d["value"]} if "value" in d else {})}
+            return Response.json({"session": session, "result": result, "release": rid})
+        top = r.top
         return Response.json({"session": session, "result": {"outputs": top.label if top else None,
                                                              "score": top.score if top else None}, "release": rid})
 
@@ -176,6 +189,8 @@ class Protocols:
         if all(i is not None for i in images):
             blobs = [inputs.b64decode(b, f"instances[{i}]") for i, b in enumerate(images)]
             results, _rid = await app.infer(image_job(app, blobs, [f"instances[{i}]" for i in range(len(blobs))]), req)
+            if results[0].task == "raw":
+                return Response.json({"predictions": [_tfs_row(r.outputs or {}) for r in results]})
             return Response.json({"predictions": [_tfs_decoded(r.classifications, r.detections, r.task) for r in results]})
         if any(i is not None for i in images):
             raise HttpError(400, "instances mix images ({\"b64\": ...}) and tensors; send one kind per request")
@@ -185,8 +200,12 @@ class Protocols:
             raise HttpError(400, "instances must be evenly nested lists of numbers, or {\"b64\": <image>} objects") from None
         (outs, decoded), _rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, "FP32", "instances")), req)
         preds: list[Any]
+        rel = app.engine.release
         if len(outs) == 1:
             preds = np.round(outs[0].astype(np.float64), 6).tolist()
+        elif rel is not None and rel.first.task == "raw":  # TF Serving's row format: one object per instance
+            names = rel.first.output_names
+            preds = [_tfs_row(dict(zip(names, [o[i : i + 1] for o in outs]))) for i in range(outs[0].shape[0])]
         else:
             preds = [_tfs_decoded(c, d, "detection" if d else "classification") for c, d, _a in decoded]
         return Response.json({"predictions": preds})
@@ -220,6 +239,10 @@ def upload_record(r: Result, model: str, release: str) -> dict[str, Any]:
     if r.task == "detection":
         out["detections"] = [{**rec, "pixels": dict(zip(("x", "y", "width", "height"), _xywh(det.pixels(w, h))))}
                              for rec, det in zip(d["detections"], r.detections)]
+    elif r.task == "raw":
+        out["outputs"] = d["outputs"]
+        if "value" in d:
+            out["value"] = d["value"]
     else:
         out["predictions"] = d["predictions"]
         if "alert" in d:
@@ -274,6 +297,26 @@ def _decoded_outputs(rows: list[tuple[list[Any], list[Any]]], det: bool) -> list
         out.append({"name": "box", "datatype": "FP32", "shape": [n, k, 4],
                     "data": [v for row in pad for i in row for v in (i.box if i else (0.0, 0.0, 0.0, 0.0))]})
     return out
+
+
+def _raw_outputs(rows: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Raw results' outputs as OIP tensors, one per output name, the rows stacked: [n, ...]."""
+    out = []
+    for name in rows[0]:
+        stacked = np.stack([r[name][0] if r[name].ndim > 1 and r[name].shape[0] == 1 else r[name] for r in rows])
+        out.append({"name": name, "datatype": "FP32", "shape": list(stacked.shape),
+                    "data": np.round(stacked.astype(np.float64).reshape(-1), 6).tolist()})
+    return out
+
+
+def _tfs_row(outputs: dict[str, np.ndarray]) -> Any:
+    """One instance's raw outputs as TF Serving answers them: the tensor itself for a model with
+    one output, else {name: tensor}."""
+    from mltool.runtime.predictor import tensor_json
+
+    if len(outputs) == 1:
+        return tensor_json(next(iter(outputs.values())))
+    return {k: tensor_json(v) for k, v in outputs.items()}
 
 
 def _b64_instance(x: Any) -> Any:

@@ -199,8 +199,12 @@ def test_mediapipe_models(cli, mediapipe_models, pictures):
     face = mediapipe_models / "face_detection_short_range.tflite"
     rep = cli(["inspect", face, "--json"]).json()
     assert rep["tflite_metadata"]["mean"] == [127.5] and rep["tflite_metadata"]["name"] == "Short Range Face Detection"
-    r = cli(["infer", face, pictures["rgb"]])
-    assert r.exit_code == 2 and "is neither a classifier nor an SSD detector" in r.stderr and "[1, 896, 16]" in r.stderr
+    r = cli(["infer", face, pictures["rgb"], "--json"])  # neither classifier nor detector: its outputs as tensors
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert {k: np.asarray(v).shape for k, v in rec["outputs"].items()} == {"raw boxes/keypoints": (896, 16), "scores": (896, 1)}
+    r = cli(["infer", face, pictures["rgb"], "--task", "classify"])
+    assert r.exit_code == 2 and "is not a classifier: its first output regressors has shape [1, 896, 16]" in r.stderr
     r = cli(["bench", face, "--runs", "5", "--json"])
     assert r.exit_code == 0 and r.json()["rows"][0]["median_ms"] > 0
 
