@@ -77,6 +77,7 @@ class _Saver:
 
         self.out = ensure_writable_dir(Path(out), "--save")
         self.video = source.kind in ("video", "camera", "stream", "picamera")
+        self.draft = getattr(source, "draft", None)
         self.fps = source.fps or 10.0
         self.writer: Any = None
         paths = list(getattr(source, "paths", [])) + ([source.path] if hasattr(source, "path") else [])
@@ -111,7 +112,7 @@ class _Saver:
         self.jsonl.write(json.dumps(result.as_dict()) + "\n")
         if result.outputs is not None:
             self._tensors(result)
-        bgr = result.annotated()
+        bgr = result.annotated(self._full_size(result))
         if bgr is None:
             return
         if self.video:
@@ -121,6 +122,19 @@ class _Saver:
             self.writer.write(bgr)
         else:
             cv2.imwrite(str(self._image_path(result.name)), bgr)
+
+    def _full_size(self, result: Result) -> np.ndarray | None:
+        """The picture at its own size when the model was fed a reduced decode (a large JPEG,
+        decoded at 1/2..1/8 for a small model input): what is saved is never shrunk."""
+        if not self.draft or result.image is None:
+            return None
+        from mltool.data.images import decode_image
+
+        try:
+            full = decode_image(Path(result.name))
+        except Exception:
+            return None  # read once already: if it cannot be read again, the reduced one is saved
+        return full if full.shape[0] > result.image.shape[0] else None
 
     def _tensors(self, result: Result) -> None:
         """A raw result's outputs as .npy files beside the images: ``<name>.npy`` for a model

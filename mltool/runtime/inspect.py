@@ -36,7 +36,8 @@ def inspect_model(path: str | Path, *, input_shape: list[list[int]] | None = Non
     outputs = [t.as_dict() for t in info.outputs]
     report: dict[str, Any] = {
         "path": str(path), "size_bytes": info.size, "schema_version": info.version, "description": info.description,
-        "inputs": inputs, "outputs": outputs, "dynamic_inputs": [t.name for t in info.inputs if t.dynamic],
+        "inputs": inputs, "outputs": outputs, "dynamic_inputs": [t.name for t in info.inputs if t.needs_shape],
+        "dynamic_batch": any(t.shape_signature[:1] == [-1] for t in info.inputs),
         "signatures": [{k: v for k, v in s.items() if k in ("key", "subgraph", "inputs", "outputs")} for s in info.signatures],
         "subgraphs": info.subgraphs, "tensors": info.tensors, "operators": dict(info.operators.most_common()),
         "custom_operators": sorted(set(info.custom_ops)), "metadata_entries": sorted(info.metadata),

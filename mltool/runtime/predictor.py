@@ -130,13 +130,15 @@ class Result:
             lines.append(f"ALERT {self.alert.label} {self.alert.score:.2f}")
         return lines
 
-    def annotated(self) -> np.ndarray | None:
-        """A BGR copy of the frame with the results drawn on it (None for signals)."""
-        if self.image is None:
+    def annotated(self, image: np.ndarray | None = None) -> np.ndarray | None:
+        """A BGR copy of the frame (or of ``image``, the same picture at another size: boxes are
+        relative) with the results drawn on it (None for signals)."""
+        image = self.image if image is None else image
+        if image is None:
             return None
         from mltool.runtime.draw import annotate
 
-        return annotate(self.image, self.summary_lines(), self.detections if self.task == "detection" else None,
+        return annotate(image, self.summary_lines(), self.detections if self.task == "detection" else None,
                         alert=bool(self.alert and self.alert.active), strip_lines=4 if self.task == "detection" else 2)
 
 

@@ -163,6 +163,12 @@ class TensorInfo:
     def dynamic(self) -> bool:
         return -1 in self.shape_signature
 
+    @property
+    def needs_shape(self) -> bool:
+        """Dynamic beyond the batch dimension: the one kind a runtime cannot size by itself (a batch
+        of -1, as every Keras conversion has, runs at its stored size of 1)."""
+        return -1 in self.shape_signature[1:]
+
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, "name": self.name, "shape": self.shape,
                              "shape_signature": self.shape_signature, "dtype": self.dtype}

@@ -80,6 +80,9 @@ def test_inspect_cli_without_tensorflow(converted_digits):
     assert rep["inputs"][0]["dtype"] == "int8"
     assert rep["inputs"][0]["quantization"]["zero_point"] == -128
     assert rep["inputs"][0]["shape_signature"] == [-1, 8, 8, 1]
+    # a batch of -1 (every Keras conversion) is not a dynamic input: infer runs it without --input-shape
+    assert rep["dynamic_inputs"] == [] and rep["dynamic_batch"] is True
+    assert "dynamic inputs" not in proc.stderr
     assert rep["operators"]["CONV_2D"] == 2 and rep["operators"]["SOFTMAX"] == 1
     assert rep["signatures"][0]["key"] == "serving_default"
     assert rep["mltool_metadata"]["quantization"]["mode"] == "int8"

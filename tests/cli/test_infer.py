@@ -357,3 +357,16 @@ def test_save_inside_the_source_folder_is_refused(cli, fire_models, tmp_path):
     r = cli(["infer", fire_models["int8"], src, "--save", tmp_path / "photos-annotated", "--json"])
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "photos-annotated" / "a.jpg").is_file()
+
+
+def test_save_keeps_a_large_jpeg_at_its_own_size(cli, fire_models, tmp_path):
+    """The model is fed a reduced decode of a big JPEG (as training read it); what --save writes is
+    the picture at its own size (it was 1/8: 1280x960 -> 160x120)."""
+    rng = np.random.default_rng(1)
+    big = tmp_path / "in" / "big.jpg"
+    big.parent.mkdir()
+    Image.fromarray(rng.integers(0, 255, (960, 1280, 3), dtype=np.uint8)).save(big, quality=90)
+    r = cli(["infer", fire_models["int8"], big, "--save", tmp_path / "out"])
+    assert r.exit_code == 0, r.stderr
+    with Image.open(tmp_path / "out" / "big.jpg") as im:
+        assert im.size[0] == 1280 and im.size[1] > 960  # the picture, then the results strip below it
