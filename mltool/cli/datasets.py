@@ -54,3 +54,23 @@ def synth(
     stderr_console().print(f"wrote SYNTHETIC {name} dataset to [bold]{result.out_dir}[/bold] ({counts})")
     if json_out:
         print_json(result.as_dict())
+
+
+@app.command("samples")
+def samples(
+    task: Annotated[str, typer.Argument(help="A training task: digits, mnist, fashion-mnist, fire, ecg.", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write them to.", show_default=False)],
+    count: Annotated[int, typer.Option("--count", "-n", help="How many.", min=1)] = 8,
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (as for `mltool train`).")] = None,
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write held-out test samples (never trained on with the same --seed) as files named by their
+    label, to try a model on: PNG pictures, or .npy windows for signal tasks."""
+    from mltool.cli._output import print_json, stderr_console
+    from mltool.data.tasks import write_samples
+
+    paths = write_samples(task, out_dir, count, data, seed=seed)
+    stderr_console().print(f"wrote {len(paths)} {task} test samples to [bold]{out_dir}[/bold]")
+    if json_out:
+        print_json([str(p) for p in paths])

@@ -348,3 +348,35 @@ def describe_local() -> list[dict]:
                     row["samples"] = 70000
         rows.append(row)
     return rows
+
+
+def write_samples(task: str, out: Path, count: int = 8, data_dir: str | Path | None = None, seed: int = 0,
+                  download: bool = True) -> list[Path]:
+    """The first ``count`` held-out test samples of ``task`` (the split `mltool train` with the same
+    seed and default splits never trains on) as files named ``test<i>_<label>``: PNG pictures for
+    image tasks, ``.npy`` windows for signals. What to try a freshly trained model on."""
+    import re
+
+    from mltool._io import ensure_writable_dir
+
+    ds = load_task(task, data_dir, download=download)
+    splits = prepare_splits(ds, val_split=0.1, test_split=0.2, seed=seed, limit=None)
+    out = ensure_writable_dir(Path(out), "OUT_DIR")
+    written = []
+    for i in range(min(count, len(splits.y_test))):
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "-", ds.class_names[int(splits.y_test[i])]).strip("-") or "class"
+        x = splits.x_test[i]
+        if ds.kind == "image":
+            from PIL import Image
+
+            arr = np.asarray(x)
+            if arr.dtype != np.uint8:
+                lo, hi = ds.input.get("range", [0, 255])
+                arr = np.clip((arr.astype(np.float32) - lo) * 255.0 / max(hi - lo, 1e-9), 0, 255).astype(np.uint8)
+            path = out / f"test{i}_{label}.png"
+            Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+        else:
+            path = out / f"test{i}_{label}.npy"
+            np.save(path, np.asarray(x, np.float32))
+        written.append(path)
+    return written
