@@ -17,18 +17,8 @@ mltool convert "$run_dir" --quantize all --max-drop 1.0
 
 # A handful of real test-set images (never seen in training) as PNG files, named by true label.
 images="$run_dir/sample-images"
-python - "$images" <<'PY'
-import sys
-from pathlib import Path
-from PIL import Image
-from mltool.data.tasks import load_task
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
-ds = load_task("fashion-mnist", download=False)
-for i in range(8):
-    label = ds.class_names[ds.y_test[i]].replace("/", "-").replace(" ", "_")
-    Image.fromarray(ds.x_test[i, ..., 0]).save(out / f"test{i}_{label}.png")
-PY
+mltool datasets samples fashion-mnist "$images" --count 8
 mltool infer "$run_dir/model_int8.tflite" "$images" --top-k 2
 mltool bench "$run_dir/model_float32.tflite" "$run_dir/model_int8.tflite" --threads 1,2
 echo "Artefacts in $run_dir: model.keras, model_*.tflite (with embedded metadata), labels.txt, mltool.json," \
-     "history.csv, curves.png, confusion_matrix.png, evaluation.json, convert.json" >&2
+     "history.csv, curves.png, confusion_matrix.png, mistakes.png, evaluation.json, convert.json" >&2
