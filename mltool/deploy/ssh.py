@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,13 +301,3 @@ class Session:
 def connect(target: Target, **kw: Any) -> Session:
     return Session(target, **kw).connect()
 
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False

@@ -61,9 +61,6 @@ class MqttOptions:
     outbox: Path | None = None
     outbox_max: str = "100000,100MB"
 
-    def given(self) -> bool:
-        return self.url is not None
-
     def resolve(self, env: dict[str, str] | None = None) -> MqttConfig:
         return resolve(self, env)
 

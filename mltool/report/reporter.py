@@ -16,9 +16,9 @@ from __future__ import annotations
 import sqlite3
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mltool.report.config import MqttConfig, MqttOptions
+from mltool.report.config import MqttConfig
 from mltool.report.formats import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -42,24 +42,15 @@ if TYPE_CHECKING:
     from mltool.runtime.sources import SourceEvent
 
 
+@runtime_checkable
 class Reporter(Protocol):
+    """Where a run's results go: what `infer` and `serve` call (tests check MqttReporter is one)."""
+
     def start(self, info: dict[str, Any]) -> None:
         """The run begins: ``info`` is ``Predictor.describe()`` plus ``source`` and ``source_kind``."""
 
     def result(self, result: Result) -> None:
-        try:
-            messages = self.lifecycle.update(result)
-            changed = self.state.update(result, bool(self.lifecycle.active))
-            if not messages and not changed:
-                return  # most frames: bookkeeping only, no I/O, no wake-up (which would cost the GIL)
-            with self.outbox.batch():  # one statement for this result's messages
-                for kind, ev in messages:
-                    self._event(kind, ev, result)
-                if changed:
-                    self._state("change")
-        except sqlite3.Error as exc:
-            self._write_failed(exc)
-        self.publisher.wake()
+        """One result; called on the inference thread, so it must be quick."""
 
     def event(self, event: dict[str, Any] | SourceEvent) -> None:
         """A source event (error, lost, reconnected, stalled)."""
@@ -89,10 +80,6 @@ class MqttReporter:
         self._closed = False
         self.events = 0
         self.write_errors = 0
-
-    @classmethod
-    def from_options(cls, options: MqttOptions, **kw: Any) -> MqttReporter:
-        return cls(options.resolve(), **kw)
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:

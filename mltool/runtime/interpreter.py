@@ -297,5 +297,11 @@ def _interpreter(rt: Runtime, data: bytes, info: ModelInfo, path: Path, threads:
             dyn = ", ".join(f"{t.name} {t.shape_signature}" for t in info.inputs if t.dynamic)
             raise ModelError(f"{path} has dynamic input dimensions ({dyn}) that {rt.name} cannot allocate as they are",
                              "pass --input-shape with the size to use, e.g. --input-shape 1,16000") from None
+        if input_shapes:  # the shape asked for is what failed, not the model
+            given = ":".join(",".join(map(str, s)) for s in input_shapes)
+            sig = ":".join(",".join(map(str, t.shape_signature)) for t in info.inputs)
+            raise ModelError(f"{rt.name} could not {stage} {path} with --input-shape {given} ({_cause(exc)})",
+                             f"give a shape that fits the model's signature {sig} (-1 marks what may change), "
+                             "or leave --input-shape out") from None
         raise ModelError(f"{rt.name} could not {stage} {path} ({_cause(exc)})",
                          "the model may use operators this runtime lacks; upgrade the runtime or re-convert") from None

@@ -2,8 +2,8 @@
 
 A thread reads the source (newest frame wins, as in `mltool infer`), runs each frame on the
 engine's live slot (so hot reload swaps it too), and hands every :class:`Result` to the
-*consumers*: callables attached with :meth:`LiveView.add_consumer` (the MQTT reporter plugs
-in here) plus the browser view itself, which serves
+*consumers* given to :class:`LiveView` (``serve --mqtt`` passes the MQTT reporter's ``result``;
+called on the live thread, so they must be quick) plus the browser view itself, which serves
 
 * ``/``             a small page: the annotated live picture and the latest results;
 * ``/stream.mjpg``  multipart MJPEG, newest frame wins, at most ``--fps`` per viewer;
@@ -77,10 +77,6 @@ class LiveView:
         app.metrics.gauge("mltool_live_dropped_frames_total", "counter", "Frames of --source dropped because inference was busy.",
                           lambda: [({}, self._source.stats.dropped if self._source is not None else 0)])
         app.metrics.gauge("mltool_live_viewers", "gauge", "Browsers watching /stream.mjpg.", lambda: [({}, self.viewers)])
-
-    def add_consumer(self, consumer: Consumer) -> None:
-        """Call ``consumer(result)`` on the live thread for every result (keep it quick)."""
-        self.consumers.append(consumer)
 
     # ------------------------------------------------------------------ the source thread
     def open(self) -> None:

@@ -377,3 +377,16 @@ def test_open_failures_advise_by_cause(tmpfs):
         subprocess.run(["umount", "-l", str(ro)], check=False)
     assert f"MQTT outbox {ro / 'ro.sqlite'}" in e.value.one_line()
     assert "writable file system" in e.value.one_line() and "are lost" not in e.value.one_line()
+
+
+def test_mqtt_reporter_is_a_reporter():
+    """infer and serve talk to a Reporter: the MQTT one must keep its shape (names and signatures)."""
+    import inspect
+
+    from mltool.report.reporter import MqttReporter, Reporter
+
+    for name in ("start", "result", "event", "close"):
+        proto = inspect.signature(getattr(Reporter, name))
+        real = inspect.signature(getattr(MqttReporter, name))
+        assert list(proto.parameters) == list(real.parameters), name
+    assert issubclass(MqttReporter, Reporter)
