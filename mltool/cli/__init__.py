@@ -77,9 +77,41 @@ def _build(name: str) -> Any:
 
     obj, text = _help_of(name)
     if COMMANDS[name][2] == "typer":
-        return typer.main.get_command(obj)  # type: ignore[arg-type]
-    return typer.main.get_command_from_info(CommandInfo(name=name, callback=obj, help=text),  # type: ignore[arg-type]
-                                            pretty_exceptions_short=True, rich_markup_mode=None)
+        cmd = typer.main.get_command(obj)  # type: ignore[arg-type]
+    else:
+        cmd = typer.main.get_command_from_info(CommandInfo(name=name, callback=obj, help=text),  # type: ignore[arg-type]
+                                               pretty_exceptions_short=True, rich_markup_mode=None)
+    plain_metavars(cmd)
+    return cmd
+
+
+def plain_metavars(cmd: Any) -> None:
+    """Help speaks the user's words, not Python's: ``N``, ``SECONDS``, ``PATH``, ``TEXT`` where
+    Typer would show ``<int range>`` or ``<list[Path]>`` (an option's own metavar always wins)."""
+    import typer._click as click
+
+    for sub in getattr(cmd, "commands", {}).values():
+        plain_metavars(sub)
+    ctx = click.Context(cmd)
+    for p in getattr(cmd, "params", []):
+        if p.param_type_name == "argument":  # its NAME says it; no <type> after it
+            p.metavar = p.metavar or p.name.upper()
+            p.display_type_rich = lambda ctx: None
+            continue
+        if getattr(p, "is_flag", False) or getattr(p, "metavar", None) is not None or not hasattr(p, "display_type"):
+            continue
+        label = p.display_type(ctx).strip("<>")
+        if label.startswith("int"):
+            word = "N"
+        elif label.startswith("float"):
+            word = "SECONDS" if any(k in p.name for k in ("timeout", "seconds", "interval", "poll")) else "NUM"
+        elif "Path" in label:
+            word = "PATH"
+        elif "|" in label:
+            continue  # choices read well as they are
+        else:
+            word = "TEXT"
+        p.metavar = word
 
 
 class _RootGroup(TyperGroup):
