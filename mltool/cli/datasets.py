@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt, SeedOpt
+from mltool.cli._options import JsonOpt
 
 app = typer.Typer(help="Find local datasets and write synthetic ones.", no_args_is_help=True, rich_markup_mode=None,
                   add_completion=False)
@@ -41,7 +41,7 @@ def synth(
     name: Annotated[str, typer.Argument(help="fire | ecg", show_default=False)],
     out_dir: Annotated[Optional[Path], typer.Argument(help="Where to write it (default: $MLTOOL_DATA/<name> or ~/.mltool/datasets/<name>).", show_default=False)] = None,
     count: Annotated[int, typer.Option("--count", "-n", help="Samples per class.")] = 300,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed writes the same dataset.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a clearly labelled SYNTHETIC fire or ECG dataset in the real datasets' folder layout."""
@@ -62,7 +62,7 @@ def samples(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write them to.", show_default=False)],
     count: Annotated[int, typer.Option("--count", "-n", help="How many.", min=1)] = 8,
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (as for `mltool train`).")] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", help="The --seed of the `mltool train` run: its test split is the one written.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Write held-out test samples (never trained on with the same --seed) as files named by their

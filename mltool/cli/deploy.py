@@ -114,7 +114,7 @@ def _render(console: Any, fleet: Any) -> None:
 @ssh_options
 def releases(
     target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
-    name: NameOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Only this model (default: every model on the device).")] = None,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
@@ -146,7 +146,7 @@ def releases(
 def rollback(
     target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
     to: Annotated[Optional[str], typer.Option("--to", help="Release id (or a unique prefix); default: the one before current.")] = None,
-    name: NameOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="The model to roll back (default: the device's only model).")] = None,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
