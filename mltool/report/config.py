@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mltool.errors import ConfigError, MltoolError
+from mltool.units import has_unit, parse_size
 
 FORMATS = ("json", "alink")
 DISCOVERY = ("homeassistant",)
@@ -212,17 +213,17 @@ def _outbox_max(spec: str) -> tuple[int, int]:
     rows, size = 100_000, 100 * 1024 * 1024
     hint = "e.g. --mqtt-outbox-max 100000 (rows), 64MB, or both: 100000,64MB"
     for part in [p.strip() for p in spec.split(",") if p.strip()] or [""]:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(KB|MB|GB)?", part, re.IGNORECASE)
-        if not m or float(m.group(1)) <= 0:
-            raise ConfigError(f"--mqtt-outbox-max '{spec}' is not a row count or a size", hint)
-        if m.group(2):
-            size = int(float(m.group(1)) * {"kb": 1024, "mb": 1024**2, "gb": 1024**3}[m.group(2).lower()])
+        if has_unit(part):  # the same sizes --max-body takes
+            size = parse_size(part, "--mqtt-outbox-max")
             if size < 4096:
                 raise ConfigError(f"--mqtt-outbox-max '{spec}': {part} is less than 4 KB", hint)
-        else:
-            if "." in m.group(1):
-                raise ConfigError(f"--mqtt-outbox-max '{spec}': {part} rows is not a whole number", hint)
-            rows = int(m.group(1))
+            continue
+        m = re.fullmatch(r"\d+(\.\d+)?", part)
+        if not m or float(part) <= 0:
+            raise ConfigError(f"--mqtt-outbox-max '{spec}' is not a row count or a size", hint)
+        if m.group(1):
+            raise ConfigError(f"--mqtt-outbox-max '{spec}': {part} rows is not a whole number", hint)
+        rows = int(part)
     return rows, size
 
 

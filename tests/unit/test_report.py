@@ -118,6 +118,15 @@ def test_option_errors(opts, message):
 def test_outbox_max_spec():
     cfg = MqttOptions(url="mqtt://host/p", outbox_max="500, 2MB", device="d").resolve(env={})
     assert (cfg.max_rows, cfg.max_bytes) == (500, 2 * 1024 * 1024)
+    # the same size forms as --max-body (one parser): 10M, 10MiB, 512k
+    cfg = MqttOptions(url="mqtt://host/p", outbox_max="100000,10M", device="d").resolve(env={})
+    assert (cfg.max_rows, cfg.max_bytes) == (100_000, 10 * 1024 * 1024)
+    assert MqttOptions(url="mqtt://host/p", outbox_max="512k", device="d").resolve(env={}).max_bytes == 512 * 1024
+    from mltool.units import parse_size
+
+    assert parse_size("10MiB", "--max-body") == parse_size("10M", "--max-body") == parse_size("10MB", "--max-body")
+    with pytest.raises(ConfigError, match="--max-body '10 parsecs' is not a size"):
+        parse_size("10 parsecs", "--max-body")
 
 
 # --------------------------------------------------------------------------- outbox
