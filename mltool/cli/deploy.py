@@ -130,12 +130,12 @@ def releases(
 
     res = list_releases(target, ssh, remote_dir, name)
     t = Table(title=f"releases on {res['host']}")
-    for c in ("model", "release", "current", "size", "deployed", "task", "quantization"):
+    for c in ("model", "release", "current", "size", "deployed", "task", "trained on", "quantization"):
         t.add_column(c)
     for model, st in res["models"].items():
         for r in st["releases"]:
             when = datetime.datetime.fromtimestamp(r["deployed_at"]).strftime("%Y-%m-%d %H:%M:%S")
-            t.add_row(model, r["id"], "*" if r["id"] == st["current"] else "", f"{r['size']:,}", when, str(r.get("task") or "-"),
+            t.add_row(model, r["id"], "*" if r["id"] == st["current"] else "", f"{r['size']:,}", when, str(r.get("task") or "-"), str(r.get("trained_on") or "-"),
                       str(r.get("quantization") or "-"))
     stderr_console().print(t)
     if json_out:

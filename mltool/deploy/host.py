@@ -213,7 +213,9 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
         res.upload = "sftp" if dev.s.sftp_ok else "exec"
     manifest = {
         "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
-        "task": art.metadata.task if art.metadata else None,
+        # task: what the model does (as /v2/models and infer say it); trained_on: the `mltool train` task
+        "task": art.metadata.kind.rsplit("-", 1)[-1] if art.metadata and art.metadata.kind else None,
+        "trained_on": art.metadata.task if art.metadata else None,
         "quantization": art.metadata.quantization_mode if art.metadata else None,
         "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
     }

@@ -78,7 +78,8 @@ def test_deploy_unchanged_second_model_releases_and_rollback(cli, sshd, deploy_a
     assert set(rel["models"]) == {"digits", "second"}
     digits = rel["models"]["digits"]
     assert [r["id"] for r in digits["releases"]] == [a["release"], b["release"]] and digits["current"] == b["release"]
-    assert digits["releases"][0]["task"] == "digits" and digits["releases"][0]["quantization"] == "int8"
+    assert digits["releases"][0]["task"] == "classification" and digits["releases"][0]["trained_on"] == "digits"
+    assert digits["releases"][0]["quantization"] == "int8"
 
     r = cli(["rollback", server.target, "--name", "digits", *conn, "--json"])
     assert r.exit_code == 0, r.stderr
