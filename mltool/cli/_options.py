@@ -17,7 +17,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, sa
 
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads (given to the constructor).", min=1)]
-DelegateOpt = Annotated[Optional[str], typer.Option("--delegate", help="External delegate library for the interpreter, e.g. libedgetpu.so.1 (Coral Edge TPU).")]
+DelegateOpt = Annotated[Optional[str], typer.Option("--delegate", help="External delegate library for the interpreter, e.g. libedgetpu.so.1 (Coral Edge TPU); none: no delegate at all, not even the default XNNPACK (the runtime's built-in kernels).")]
 DelegateOptionOpt = Annotated[Optional[list[str]], typer.Option("--delegate-option", help="KEY=VALUE passed to the delegate (repeatable), e.g. device=usb.")]
 CameraOpt = Annotated[Optional[str], typer.Option("--camera", metavar="[N]", help="The device's camera: a Pi camera module (libcamera) if attached, else the first USB/V4L2 camera. --camera N or /dev/videoN: that V4L2 camera; picamera:N: that libcamera camera.")]
 CameraSizeOpt = Annotated[Optional[str], typer.Option("--camera-size", metavar="WxH", help="Camera frame size, e.g. 640x480 (default: 640x480 for a Pi camera module, the driver's for USB cameras).")]

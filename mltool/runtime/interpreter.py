@@ -55,6 +55,12 @@ class Runtime(NamedTuple):
     version: str
     interpreter: Any  # the Interpreter class
     load_delegate: Any
+    op_resolver: Any = None  # the module's OpResolverType, where it has one
+
+
+# `--delegate none`: no delegate at all, not even the default XNNPACK: the runtime's built-in
+# kernels (slower; for a CPU or emulator whose XNNPACK path misbehaves, and to compare against)
+NO_DELEGATE = "none"
 
 
 def find_runtime() -> Runtime:
@@ -63,21 +69,24 @@ def find_runtime() -> Runtime:
         import ai_edge_litert
         from ai_edge_litert import interpreter as litert
 
-        return Runtime("ai_edge_litert", getattr(ai_edge_litert, "__version__", "?"), litert.Interpreter, litert.load_delegate)
+        return Runtime("ai_edge_litert", getattr(ai_edge_litert, "__version__", "?"), litert.Interpreter, litert.load_delegate,
+                       getattr(litert, "OpResolverType", None))
     except ImportError:
         pass
     try:
         import tflite_runtime
         from tflite_runtime import interpreter as tfl
 
-        return Runtime("tflite_runtime", getattr(tflite_runtime, "__version__", "?"), tfl.Interpreter, tfl.load_delegate)
+        return Runtime("tflite_runtime", getattr(tflite_runtime, "__version__", "?"), tfl.Interpreter, tfl.load_delegate,
+                       getattr(tfl, "OpResolverType", None))
     except ImportError:
         pass
     try:
         from mltool._tf import import_tensorflow
 
         tf = import_tensorflow()
-        return Runtime("tensorflow", tf.__version__, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+        return Runtime("tensorflow", tf.__version__, tf.lite.Interpreter, tf.lite.experimental.load_delegate,
+                       getattr(tf.lite.experimental, "OpResolverType", None))
     except ImportError:
         pass
     raise ModelError("no TFLite runtime is installed", INSTALL_HINT)
@@ -247,8 +256,8 @@ def load_model(
     rt = find_runtime()
     t0 = time.perf_counter()
     with silenced():  # LiteRT announces its XNNPACK delegate on fd 2; errors below say it all in one line
-        delegates = [_load_delegate(rt, delegate, delegate_options)] if delegate else None
-        interp = _interpreter(rt, data, info, path, threads, delegates, input_shapes)
+        delegates = [_load_delegate(rt, delegate, delegate_options)] if delegate and delegate != NO_DELEGATE else None
+        interp = _interpreter(rt, data, info, path, threads, delegates, input_shapes, builtin=delegate == NO_DELEGATE)
     problems: list[str] = []
     meta = read_metadata(info, problems)
     standard = read_standard_metadata(info, data)
@@ -274,10 +283,16 @@ def _load_delegate(rt: Runtime, library: str, options: dict[str, str] | None) ->
 
 
 def _interpreter(rt: Runtime, data: bytes, info: ModelInfo, path: Path, threads: int | None,
-                 delegates: list[Any] | None, input_shapes: list[list[int]] | None) -> Any:
+                 delegates: list[Any] | None, input_shapes: list[list[int]] | None, builtin: bool = False) -> Any:
     stage = "load"
+    extra: dict[str, Any] = {}
+    if builtin:
+        if rt.op_resolver is None:
+            raise ConfigError(f"--delegate none needs a runtime that can leave XNNPACK out; {rt.name} {rt.version} cannot",
+                              "use ai-edge-litert or tflite-runtime")
+        extra["experimental_op_resolver_type"] = rt.op_resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interp = rt.interpreter(model_content=data, num_threads=threads, experimental_delegates=delegates)
+        interp = rt.interpreter(model_content=data, num_threads=threads, experimental_delegates=delegates, **extra)
         if input_shapes:
             stage = "resize the inputs of"
             details = interp.get_input_details()

@@ -370,3 +370,17 @@ def test_save_keeps_a_large_jpeg_at_its_own_size(cli, fire_models, tmp_path):
     assert r.exit_code == 0, r.stderr
     with Image.open(tmp_path / "out" / "big.jpg") as im:
         assert im.size[0] == 1280 and im.size[1] > 960  # the picture, then the results strip below it
+
+
+def test_delegate_none_runs_the_builtin_kernels(cli, digits_int8, tmp_path):
+    """--delegate none leaves even the default XNNPACK out (under qemu-user its int8 kernels compute
+    wrong answers; the built-in ones do not): same answers here, and the header says so."""
+    from mltool.data.tasks import write_samples
+
+    samples = write_samples("digits", tmp_path / "s", 6)
+    a = cli(["infer", digits_int8, samples[0].parent, "--json"])
+    b = cli(["infer", digits_int8, samples[0].parent, "--json", "--delegate", "none"])
+    assert a.exit_code == b.exit_code == 0, b.stderr
+    labels = lambda r: [json.loads(ln)["predictions"][0]["label"] for ln in r.stdout.splitlines() if '"predictions"' in ln]
+    assert labels(a) == labels(b) and len(labels(b)) == 6
+    assert "delegate none" in b.stderr
