@@ -437,9 +437,13 @@ class Predictor:
 
 class Stream:
     """A Predictor over a source: iterate for results; ``skipped`` counts frames left out by
-    ``every``; ``source.stats`` has the source's own counters."""
+    ``every``; ``source.stats`` has the source's own counters. The one loop `infer` and `serve
+    --source` share: a frame that fails alone (a bad picture, NaN scores) is an ``error`` event and
+    the stream goes on; a model that cannot run at all ends it. ``run`` replaces how one frame is
+    run (serve runs it on its engine's live slot, so a hot reload swaps the model under it)."""
 
-    def __init__(self, predictor: Predictor, source: Source, *, every: int = 1, events: bool = False) -> None:
+    def __init__(self, predictor: Predictor | None, source: Source, *, every: int = 1, events: bool = False,
+                 run: Any = None) -> None:
         if every < 1:
             raise ConfigError(f"--every {every} must be at least 1", "use --every 1 to process every frame")
         self.predictor = predictor
@@ -447,6 +451,7 @@ class Stream:
         self.every = every
         self.events = events
         self.skipped = 0
+        self.run = run or (lambda frame: predictor.predict_frame(frame, source=source.label))  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Result | SourceEvent]:
         seen = 0
@@ -460,7 +465,7 @@ class Stream:
                 self.skipped += 1
                 continue
             try:
-                result = self.predictor.predict_frame(item, source=self.source.label)
+                result = self.run(item)
             except ModelError:
                 raise  # the model itself cannot run: every frame would fail
             except Exception as exc:  # this frame only (a bad picture, NaN scores): report it and go on

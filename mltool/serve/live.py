@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mltool.runtime.predictor import Result
-from mltool.runtime.sources import SourceEvent
+from mltool.runtime.sources import Frame, SourceEvent
 from mltool.serve.http import HttpError, Request, Response, Stream, StreamWriter
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class LiveView:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._source: Any = None
+        self._release: str | None = None  # the release that made the latest live result
         self._last_encode = 0.0
         app.add("GET", "/", self.page)
         app.add("GET", "/stream.mjpg", self.mjpeg)
@@ -106,23 +107,28 @@ class LiveView:
         self._thread = threading.Thread(target=self._run, name="serve-live", daemon=True)
         self._thread.start()
 
+    def _infer(self, frame: Frame) -> Result:
+        """One frame on the engine's live slot (a hot reload swaps the model under it)."""
+        result, self._release = self.app.engine.run_on_slot(
+            self.slot, lambda p, rel: (p.predict_frame(frame, source=self.label), rel.id))
+        return result
+
     def _run(self) -> None:
+        from mltool.runtime.predictor import Stream
+
         self.state = "running"
-        seen = 0
         try:
-            for item in self._source:
+            for item in Stream(None, self._source, every=self.cfg.every, events=True, run=self._infer):
                 if self._stop.is_set():
                     break
                 if isinstance(item, SourceEvent):
-                    record = {"event": item.kind, "source": self.label, "message": item.message, "timestamp": item.timestamp}
+                    record = {"event": item.kind, "source": self.label, "name": item.name, "message": item.message,
+                              "timestamp": item.timestamp}
                     for consumer in list(self.event_consumers):
                         self._call(consumer, record)
                     self._post(record, None, None)
                     continue
-                seen += 1
-                if (seen - 1) % self.cfg.every:
-                    continue
-                result, rid = self.app.engine.run_on_slot(self.slot, lambda p, rel: (p.predict_frame(item, source=self.label), rel.id))
+                result, rid = item, self._release
                 self.frames += 1
                 for consumer in list(self.consumers):
                     self._call(consumer, result)

@@ -165,3 +165,47 @@ print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
+def test_one_bad_frame_does_not_end_the_live_view(tmp_path):
+    """serve --source runs the same loop as infer: a frame whose scores are NaN is an error event
+    and the live view goes on to the next frame and the end of the source (it used to stop for good)."""
+    import tensorflow as tf
+
+    from mltool.serve import ServeConfig, serve
+
+    x = tf.keras.Input((8, 8, 3))
+    mean = tf.keras.layers.GlobalAveragePooling2D()(x)
+    probs = tf.keras.layers.Dense(2, activation="softmax")(mean)
+    # sqrt(0.75 - mean): NaN for a bright picture (its scores are NaN), fine for a dark or blank one
+    scale = tf.keras.layers.Lambda(lambda m: tf.sqrt(0.75 - tf.reduce_mean(m, axis=1, keepdims=True)))(mean)
+    model = tf.keras.Model(x, tf.keras.layers.Multiply()([probs, scale]))
+    path = tmp_path / "nan_when_bright.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, value in (("a_dark.png", 10), ("b_bright.png", 240), ("c_dark.png", 20)):
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(folder / name)
+    results: list = []
+    events: list[dict] = []
+    ended = threading.Event()
+
+    def on_event(e: dict) -> None:
+        events.append(e)
+        if e["event"] == "end":
+            ended.set()
+
+    stop = threading.Event()
+    cfg = ServeConfig(model=str(path), port=0, source=str(folder), predictor={"mean": [0.0], "std": [255.0]})
+    t = threading.Thread(target=serve, args=(cfg,), kwargs={"consumers": [results.append], "event_consumers": [on_event],
+                                                             "stop": stop})
+    t.start()
+    try:
+        assert ended.wait(60)
+    finally:
+        stop.set()
+        t.join(30)
+    assert [r.name.rsplit("/", 1)[1] for r in results] == ["a_dark.png", "c_dark.png"]
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1 and errors[0]["name"].endswith("b_bright.png") and "NaN" in errors[0]["message"]
+    assert events[-1]["event"] == "end" and events[-1]["message"] == "ended"
