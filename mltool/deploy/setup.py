@@ -218,6 +218,8 @@ def setup_device(session: Session, layout: DeviceLayout, runtime: str | None = N
     # an install from before the rename to mltool-edge shares its files: remove it first, not after
     session.run(f"{qpath(layout.pip)} uninstall -q -y mltool", check=False, what="remove the old mltool distribution")
     session.run(f"{pip} {' '.join(qpath(p) for p in packages)}", what="pip install", timeout=3600)
+    # the wheel built here keeps its version while the code changes: pip would keep the old one
+    session.run(f"{pip} --force-reinstall --no-deps {qpath(remote_wheel)}", what="pip install mltool", timeout=600)
     if runtime is not None:
         session.run(f"printf '%s\\n' {shlex.quote(runtime)} > {qpath(layout.runtime_pin)}", what="remember the runtime pin")
     versions = session.python(VERSIONS, interpreter=layout.python, what="report versions", check=False).out
