@@ -334,6 +334,9 @@ def test_setup_pins_the_runtime_on_a_device_without_sftp(cli, sshd, deploy_args,
     assert host["setup"]["smoke_test"]["status"] == "ok" and host["setup"]["smoke_test"]["version"] == "2.1.6"
     assert (root / "runtime.txt").read_text().strip() == "ai-edge-litert==2.1.6"
     assert "runtime pinned to ai-edge-litert==2.1.6" in r.stderr
+    # the device's mltool is replaced by the one built here even though its version did not change
+    installed = next((root / "venv" / "lib").glob("python3*/site-packages/mltool/__init__.py"))
+    installed.write_text(installed.read_text() + "\nOLD_COPY = True\n")
     # a venv an earlier mltool made without the system's packages is switched over, keeping the pin
     cfg = root / "venv" / "pyvenv.cfg"
     cfg.write_text(cfg.read_text().replace("include-system-site-packages = true", "include-system-site-packages = false"))
@@ -342,6 +345,7 @@ def test_setup_pins_the_runtime_on_a_device_without_sftp(cli, sshd, deploy_args,
     assert r.exit_code == 0 and host["setup"]["pin_remembered"] is True and host["setup"]["installed"]["ai-edge-litert"] == "2.1.6"
     assert host["setup"]["venv_state"] == "upgraded" and "include-system-site-packages = true" in cfg.read_text()
     assert "venv now sees the system's packages" in r.stderr
+    assert "OLD_COPY" not in installed.read_text()
     r = cli(["deploy", server.target, two_models["a"], *args, "--json"])
     host = r.json()["hosts"][0]
     assert r.exit_code == 0 and host["status"] == "changed" and host["upload"] == "exec"
