@@ -46,6 +46,7 @@ def serve(
     camera_fps: CameraFpsOpt = None,
     camera_transform: CameraTransformOpt = None,
     every: Annotated[int, typer.Option("--every", help="Live view: process every Nth frame.")] = 1,
+    loop: Annotated[bool, typer.Option("--loop", help="Live view of a video file: play it again at its end (it plays at its own frame rate).")] = False,
     fps: Annotated[float, typer.Option("--fps", help="Live view: MJPEG frames per second per viewer, at most.")] = 10.0,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between checks of a deployed model's current release (0: only on SIGHUP).")] = 2.0,
     threads: ThreadsOpt = None,
@@ -90,7 +91,7 @@ def serve(
                       batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
                       api_key=read_api_key(api_key, api_key_file), cors_origins=list(cors_origin or []),
                       source=source if source is not None else camera,
-                      camera=camera_options(camera_size, camera_fps, camera_transform), every=every, fps=fps, poll_s=poll,
+                      camera=camera_options(camera_size, camera_fps, camera_transform), loop=loop, every=every, fps=fps, poll_s=poll,
                       access_log=access_log, predictor=predictor)
     console = stderr_console()
     reporter = None

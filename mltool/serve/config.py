@@ -32,6 +32,7 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)
     source: str | None = None  # live view: any `mltool infer` source
     camera: Any = None  # the live camera's CameraOptions (size, rate, transform)
+    loop: bool = False  # a video file as the live source: play it again at its end
     every: int = 1
     fps: float = 10.0  # MJPEG frame-rate cap per viewer
     source_timeout_s: float = 5.0

@@ -54,6 +54,8 @@ class LiveView:
         self.event_consumers = list(event_consumers or [])
         self.loop: asyncio.AbstractEventLoop | None = None
         self.latest: Result | None = None
+        self.latest_seq = -1  # the seq at which `latest` was published
+        self.result_record: dict[str, Any] | None = None  # the latest result's record (not an event's)
         self.record: dict[str, Any] | None = None
         self.seq = 0
         self.jpeg: bytes | None = None
@@ -87,7 +89,8 @@ class LiveView:
         p = self.app.engine.release.first  # type: ignore[union-attr]
         self._source = open_source(self.spec, kind=p.kind, signal_window=p.input.window, channels=p.input.channels,
                                    rate=p.input.rate_hz, timeout_s=self.cfg.source_timeout_s,
-                                   max_reconnects=self.cfg.max_reconnects, draft=p._draft(), camera=self.cfg.camera)
+                                   max_reconnects=self.cfg.max_reconnects, draft=p._draft(), camera=self.cfg.camera,
+                                   realtime=True, loop=self.cfg.loop)  # a video plays at its own rate, like a camera
         if p.kind == "image" and self._source.kind == "signal":
             self._source.close()
             from mltool.errors import ConfigError
@@ -170,7 +173,7 @@ class LiveView:
         self.seq += 1
         self.record = record
         if result is not None:
-            self.latest = result
+            self.latest, self.latest_seq, self.result_record = result, self.seq, record
         if jpeg is not None:
             self.jpeg, self.jpeg_seq = jpeg, self.seq
         self._wake()
@@ -204,6 +207,16 @@ class LiveView:
         return Response(200, render(self.app.name, self.label).encode(), "text/html; charset=utf-8",
                         [("Cache-Control", "no-store")])
 
+    async def _fresh_jpeg(self) -> None:
+        """Encode the latest result now when nobody was watching as it came (no JPEG is made
+        for frames nobody sees)."""
+        if self.latest is not None and (self.jpeg is None or self.jpeg_seq < self.latest_seq):
+            seq = self.latest_seq
+            jpeg = await asyncio.get_running_loop().run_in_executor(None, encode_jpeg, self.latest)
+            if jpeg is not None and seq >= self.jpeg_seq:
+                self.jpeg, self.jpeg_seq = jpeg, seq
+                self._wake()
+
     async def snapshot(self, req: Request) -> Response:
         if self.latest is None:
             raise HttpError(503, "no frame yet from the source", [("Retry-After", "1")])
@@ -219,6 +232,10 @@ class LiveView:
         async def produce(w: StreamWriter) -> None:
             self.viewers += 1
             try:
+                await self._fresh_jpeg()  # a viewer who comes late (or after the end) sees the last picture at once
+                # each part ends with the next boundary: a browser shows a frame when its part is
+                # complete, so the last frame (a stalled or ended source) is shown now, not never
+                w.send(b"--frame\r\n")
                 sent = -1
                 gap = 1.0 / self.cfg.fps
                 last = 0.0
@@ -233,7 +250,7 @@ class LiveView:
                         await w.drained()
                         continue
                     jpeg, sent = self.jpeg, self.jpeg_seq
-                    w.send(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                    w.send(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n--frame\r\n")
                     last = time.monotonic()
             finally:
                 self.viewers -= 1
@@ -244,9 +261,11 @@ class LiveView:
         async def produce(w: StreamWriter) -> None:
             w.send(b"retry: 2000\n\n")
             sent = 0
-            if self.record is not None:
-                w.send(b"data: " + json.dumps(self.record).encode() + b"\n\n")
-                sent = self.seq
+            # a late viewer gets the last result at once, then the source's last word if it came after
+            for record in (self.result_record, self.record if self.record is not self.result_record else None):
+                if record is not None:
+                    w.send(b"data: " + json.dumps(record).encode() + b"\n\n")
+                    sent = self.seq
             while not w.closed and not self._stop.is_set():
                 if self.seq == sent:
                     await self._next(15)

@@ -32,7 +32,12 @@ window.addEventListener("load", () => {{ pic.src = "stream.mjpg"; }});
 const es = new EventSource("events");
 es.onmessage = (m) => {{
   const r = JSON.parse(m.data);
-  if (r.event) {{ $("status").textContent = r.event + ": " + (r.message || ""); return; }}
+  if (r.event) {{
+    $("status").textContent = r.event + ": " + (r.message || "");
+    // the source ended: no more MJPEG parts will come, so show its last annotated frame as a picture
+    if (r.event === "end") pic.src = "snapshot.jpg?" + Date.now();
+    return;
+  }}
   count += 1; $("count").textContent = count; document.body.dataset.results = count;
   $("release").textContent = r.release; $("frame").textContent = r.index; $("latency").textContent = r.latency_ms.toFixed(2);
   const items = r.detections || r.predictions || [];

@@ -209,3 +209,50 @@ def test_one_bad_frame_does_not_end_the_live_view(tmp_path):
     errors = [e for e in events if e["event"] == "error"]
     assert len(errors) == 1 and errors[0]["name"].endswith("b_bright.png") and "NaN" in errors[0]["message"]
     assert events[-1]["event"] == "end" and events[-1]["message"] == "ended"
+
+
+def _until_end(url: str, timeout: float = 60) -> tuple[list[dict], float]:
+    """Every /events record up to the source's end, and how long that took."""
+    out, t0 = [], time.monotonic()
+    with requests.get(f"{url}/events", stream=True, timeout=timeout) as r:
+        for line in r.iter_lines(chunk_size=1):  # records as they come, not when 512 bytes have
+            if line.startswith(b"data: "):
+                out.append(json.loads(line[6:]))
+                if out[-1].get("event") == "end" or time.monotonic() - t0 > timeout:
+                    break
+    return out, time.monotonic() - t0
+
+
+def test_video_source_plays_at_its_rate_and_a_late_viewer_sees_the_end(serve, fire_models, fire_video, tmp_path):
+    """A video file as the live source plays at its frame rate (40 frames at 10 fps: ~4 s, not a
+    blink), says when it ends, and a browser that opens the page afterwards sees the last annotated
+    frame and the last result at once (it saw a black box and "waiting for results...")."""
+    s = serve(fire_models["int8"], "--source", fire_video)
+    records, took = _until_end(s.url)
+    results = [r for r in records if "predictions" in r]
+    assert records[-1].get("event") == "end" and records[-1]["message"] == "ended", (records[-3:], took)
+    assert len(results) >= 35 and took > 3.0, (len(results), took)
+
+    from tests.browser import Browser
+
+    _chromium()
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        browser.open(s.url + "/")
+        browser.wait_for("document.body.dataset.frames && Number(document.body.dataset.results || 0) >= 1")
+        state = json.loads(browser.evaluate("JSON.stringify({top: document.getElementById('top').textContent, "
+                                            "status: document.getElementById('status').textContent})"))
+        shot = browser.screenshot(tmp_path / "after-end.png")
+    finally:
+        browser.close()
+    assert state["top"].split()[0] in ("fire", "no_fire") and state["status"] == "end: ended", state
+    pic = np.asarray(Image.open(shot).convert("RGB"))[48:528, 14:654]
+    assert pic.std() > 10  # the last annotated frame, not an empty box
+
+
+def test_video_source_loops(serve, fire_models, fire_video):
+    s = serve(fire_models["int8"], "--source", fire_video, "--loop")
+    deadline = time.monotonic() + 30
+    while _live_frames(s.url) <= 45 and time.monotonic() < deadline:  # 40 frames in the file
+        time.sleep(0.5)
+    assert _live_frames(s.url) > 45

@@ -52,10 +52,15 @@ class VideoFile:
     kind = "video"
     live = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, realtime: bool = False, loop: bool = False) -> None:
+        """``realtime``: frames come at the video's own rate, as a camera's would (serve's live
+        view), not as fast as they decode; ``loop``: start over at the end, for ever."""
         import cv2
 
         self.path = path
+        self.realtime = realtime
+        self.loop = loop
+        self.loops = 0
         self.label = str(path)
         self.stats = SourceStats()
         self.cap = cv2.VideoCapture(str(path))
@@ -71,12 +76,25 @@ class VideoFile:
         import cv2
 
         i = 0
+        period = 1.0 / self.fps if self.realtime and self.fps else 0.0
+        due = time.monotonic()
         while True:
+            if period:
+                due += period
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                else:
+                    due = time.monotonic()  # behind (a slow model): no burst to catch up
             t0 = time.perf_counter()
             with self._lock:
                 if self._closed:
                     return
                 ok, bgr = self.cap.read()
+                if not ok and self.loop and i > 0:
+                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    self.loops += 1
+                    ok, bgr = self.cap.read()
             if not ok:
                 return
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -50,13 +50,16 @@ def open_source(
     stdin: Any = None,
     draft: tuple[int, int] | None = None,
     camera: CameraOptions | None = None,
+    realtime: bool = False,
+    loop: bool = False,
 ) -> Source:
     """Open whatever ``spec`` names for a model that takes ``kind`` ("image" or "signal";
     default: "signal" when ``signal_window`` is given). Signal models read windows of
     ``signal_window`` samples (None: each file whole, for models with a dynamic length) of
     ``channels`` channels every ``hop`` samples. Image files much larger than ``draft`` (W, H)
     are decoded reduced (JPEG), exactly as training read them. ``camera`` (size, rate, transform)
-    applies to cameras: ``camera`` (the device's camera), ``picamera[:N]``, ``N``, ``/dev/videoN``."""
+    applies to cameras: ``camera`` (the device's camera), ``picamera[:N]``, ``N``, ``/dev/videoN``.
+    A video file plays at its own frame rate with ``realtime`` (a live view), for ever with ``loop``."""
     window = signal_window
     signal = kind == "signal" or (kind is None and window is not None)
     if hop is not None and hop < 1:
@@ -72,6 +75,8 @@ def open_source(
             raise ConfigError("this model's input length is dynamic, so a stream of samples on stdin has no window size",
                               "pass --window N (samples per window)")
         return SignalSource("stdin", stdin_samples(stdin or sys.stdin, channels), window, hop, rate, channels)
+    if loop and (spec == "-" or spec.startswith("i2c:") or is_camera(spec) or "://" in spec):
+        raise ConfigError(f"--loop plays a video file again and again; {spec} is live already", "drop --loop")
     if spec.startswith("i2c:"):
         return _i2c_source(spec, signal, window, channels, hop, rate, timeout_s, max_reconnects)
     if is_camera(spec):
@@ -89,19 +94,19 @@ def open_source(
         matches = sorted(Path(p) for p in globmod.glob(os.path.expanduser(spec), recursive=True) if Path(p).is_file())
         if not matches:
             raise DataError(f"no files match {spec}", "check the pattern (quote it so the shell does not expand it)")
-        return _files_source(matches, spec, signal, window, hop, rate, channels, draft)
+        return _files_source(matches, spec, signal, window, hop, rate, channels, draft, realtime, loop)
     if path.is_dir():
         exts = SIGNAL_EXTENSIONS if signal else image_exts()
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts)
         if not files:
             what = "signal files (.npy/.csv/.wav)" if signal else "images"
             raise DataError(f"{path} holds no {what}", f"put {what} in it or pass another --source")
-        return _files_source(files, str(path), signal, window, hop, rate, channels, draft)
+        return _files_source(files, str(path), signal, window, hop, rate, channels, draft, realtime, loop)
     if not path.exists():
         raise DataError(f"source {spec} does not exist",
                         "pass an image, directory, glob, video, camera, camera index, /dev/videoN, rtsp:// or http:// URL, picamera[:N], "
                         "signal file, i2c:BUS:ADDR, or '-'")
-    return _files_source([path], str(path), signal, window, hop, rate, channels, draft)
+    return _files_source([path], str(path), signal, window, hop, rate, channels, draft, realtime, loop)
 
 
 def is_camera(spec: str) -> bool:
@@ -128,8 +133,10 @@ def _camera_source(spec: str, options: CameraOptions | None, signal: bool, timeo
 
 
 def _files_source(files: list[Path], label: str, signal: bool, window: int | None, hop: int | None, rate: float | None,
-                  channels: int, draft: tuple[int, int] | None = None) -> Source:
+                  channels: int, draft: tuple[int, int] | None = None, realtime: bool = False, loop: bool = False) -> Source:
     suffixes = {p.suffix.lower() for p in files}
+    if signal and loop:
+        raise ConfigError(f"--loop plays a video file again and again; {label} holds signals", "drop --loop")
     if signal:
         bad = suffixes - SIGNAL_EXTENSIONS
         if bad:
@@ -142,7 +149,9 @@ def _files_source(files: list[Path], label: str, signal: bool, window: int | Non
         raise ConfigError(f"{label} holds signal files, but this model takes images",
                           "pass images, a video, a camera or a stream; or use a 1-D signal model")
     if len(files) == 1 and files[0].suffix.lower() in VIDEO_EXTENSIONS:
-        return VideoFile(files[0])
+        return VideoFile(files[0], realtime=realtime, loop=loop)
+    if loop:
+        raise ConfigError(f"--loop plays a video file again and again; {label} is not one", "drop --loop")
     return ImageFiles(files, label, draft)
 
 
