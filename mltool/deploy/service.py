@@ -50,6 +50,9 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
         "[Service]\n"
         f"ExecStart={' '.join(shlex.quote(a) for a in exec_argv)}\n"
         f"{reload}Restart=on-failure\nRestartSec=5\n"
+        # serve caps its connections below this; the default soft limit (1,024) is what an
+        # idle-connection flood exhausted before (docs/serve-limits.md)
+        "LimitNOFILE=8192\n"
         f"EnvironmentFile=-{here.root}/mltool.env\n"
         "Environment=PYTHONUNBUFFERED=1\n\n"
         "[Install]\nWantedBy=default.target\n"
