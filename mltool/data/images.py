@@ -104,7 +104,16 @@ def _reduced(img, draft: tuple[int, int] | None):  # noqa: ANN001, ANN202 (PIL i
         return img
     exif = img.getexif()  # reduce() keeps no metadata: the orientation must survive it
     mode = _REDUCIBLE[img.mode]
-    small = (img.convert(mode) if mode else img).reduce(factor)
+    if mode is None:
+        small = img.reduce(factor)
+    else:  # converted a band at a time: never a second full-size copy (a 1-bit PNG is 1 byte/pixel, RGBA 4)
+        from PIL import Image
+
+        img.load()
+        small = Image.new(mode, (-(-img.width // factor), -(-img.height // factor)))
+        step = factor * max(1, 1_000_000 // (img.width * factor))  # about 1 Mpx a band, whole blocks
+        for y in range(0, img.height, step):
+            small.paste(img.crop((0, y, img.width, min(img.height, y + step))).convert(mode).reduce(factor), (0, y // factor))
     if exif:
         small.info["exif"] = exif.tobytes()
     return small

@@ -190,6 +190,9 @@ class App:
         except asyncio.TimeoutError:
             job.cancelled = True
             raise HttpError(504, f"no answer within {self.cfg.timeout_s:g} s (--timeout)") from None
+        except QueueFull:  # decoded, but the workers' queue was full by then
+            raise HttpError(503, f"all workers are busy and the queue is full ({self.cfg.queue} waiting); retry shortly",
+                            [("Retry-After", "1")]) from None
         except (DataError, ConfigError) as exc:
             raise HttpError(400, exc.one_line()) from None
         except MltoolError as exc:

@@ -397,13 +397,15 @@ class HttpConnection(asyncio.Protocol):
                         raise ValueError("chunk not followed by CRLF")
                     del buf[:2]
                     self.cstate = self._SIZE
-                else:  # trailer lines, until an empty one
-                    eol = buf.find(b"\r\n", 0, MAX_HEADER_BYTES + 2)
+                else:  # trailer lines, until an empty one; a line's bytes are searched once
+                    eol = buf.find(b"\r\n", max(0, self._scanned - 1), MAX_HEADER_BYTES + 2)
                     if eol < 0 or self.trailer_bytes + eol > MAX_HEADER_BYTES:
                         if self.trailer_bytes + len(buf) > MAX_HEADER_BYTES:
                             raise HttpError(431, f"the chunked body's trailer is larger than {MAX_HEADER_BYTES} bytes")
+                        self._scanned = len(buf)
                         return False
                     del buf[: eol + 2]
+                    self._scanned = 0
                     self.trailer_bytes += eol + 2
                     if eol == 0:
                         req.body = bytes(self.chunks)

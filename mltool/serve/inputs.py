@@ -12,6 +12,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,18 @@ def b64decode(value: Any, where: str) -> bytes:
         raise HttpError(400, f"{where} is not valid base64") from None
 
 
+def fitter(p: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The first step of the Predictor's own preprocessing (its resize to the input's H x W, in
+    RGB): done as each image is decoded, so a request holds model-sized pictures, not full-size
+    ones, and the Predictor's resize then finds nothing left to do (the same tensor either way)."""
+    from mltool.runtime.preprocess import resize
+
+    h, w = p.input.shape[0], p.input.shape[1]
+    return lambda img: resize(img, w, h, p.input.resize_method)
+
+
 def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] | None = None,
-                 sizes: list[tuple[int, int]] | None = None) -> list[Frame]:
+                 sizes: list[tuple[int, int]] | None = None, fit: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Frame]:
     """Decode each image into a Frame the way `mltool infer` reads image files (same decoder,
     same reduced decoding for a small model input), so answers match it; the decode time is the
     frame's read time. The images of one request may have :data:`REQUEST_PIXELS` together,
@@ -72,10 +83,13 @@ def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] |
             img = decode_image(data, draft, name)
         except DataError as exc:
             raise HttpError(400, _BYTESIO.sub("", exc.message)) from None
-        frames.append(Frame(i, name, time.time(), image=img, read_ms=(time.perf_counter() - t0) * 1000))
         if sizes is not None:
             w, h = heads[i] or (img.shape[1], img.shape[0])
             sizes.append((w, h) if (w >= h) == (img.shape[1] >= img.shape[0]) else (h, w))  # EXIF rotation
+        read_ms = (time.perf_counter() - t0) * 1000
+        if fit is not None:
+            img = fit(img)
+        frames.append(Frame(i, name, time.time(), image=img, read_ms=read_ms))
     return frames
 
 

@@ -50,7 +50,7 @@ def register(app: App) -> None:
 
 
 def image_job(app: App, images: list[bytes], names: list[str], sizes: list[tuple[int, int]] | None = None) -> Job:
-    return Job(decode=lambda p: inputs.image_frames(images, names, p._draft(), sizes))
+    return Job(decode=lambda p: inputs.image_frames(images, names, p._draft(), sizes, fit=inputs.fitter(p)))
 
 
 def run_tensor(p: Predictor, rel: Release, x: np.ndarray, datatype: str, where: str) -> tuple[list[np.ndarray], list[Any]]:
