@@ -39,12 +39,13 @@ MAX_HEADER_BYTES = 16 * 1024  # the request line and headers; chunked trailers h
 WRITE_HIGH_WATER = 256 * 1024
 PIPELINE_BUFFER = 64 * 1024  # bytes read ahead of the request being answered before reading pauses
 TOTAL_TIMEOUT_FACTOR = 30  # a request may take at most this many --read-timeouts in all, however steady
-ACCEPT_BURST = 32  # connections asyncio accepts in one go, before any of them is counted in
+ACCEPT_BURST = 8  # connections asyncio accepts in one go, before any of them is counted in
 FD_RESERVE = 128  # open files kept for all but client connections: model, logs, camera, and accept bursts
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+_CTL = bytes(range(0x21)) + b"\x7f"
 
 
 class HttpError(Exception):
@@ -191,6 +192,7 @@ class HttpConnection(asyncio.Protocol):
         self.chunk_left = 0
         self.trailer_bytes = 0
         self.busy = False  # a request is being answered (or a stream produced)
+        self.requests = 0  # requests read on this connection
         self.closed = False
         self.paused = False  # the transport's write buffer is over its high-water mark
         self._scanned = 0  # bytes of buf already searched for the end of the headers
@@ -312,8 +314,11 @@ class HttpConnection(asyncio.Protocol):
             elif self.need:
                 if len(self.buf) < self.need:
                     return
-                req.body = bytes(self.buf[: self.need])
-                del self.buf[: self.need]
+                if len(self.buf) == self.need:  # the usual case: nothing pipelined behind it, one copy
+                    req.body, self.buf = bytes(self.buf), bytearray()
+                else:
+                    req.body = bytes(self.buf[: self.need])
+                    del self.buf[: self.need]
             self.request, self.need, self.chunked = None, None, False
             self._dispatch(req)
 
@@ -324,7 +329,7 @@ class HttpConnection(asyncio.Protocol):
             raise HttpError(400, "malformed request line")
         if parts[2] not in _VERSIONS:
             raise HttpError(400, f"HTTP version '{shown(parts[2].decode('latin-1'), 20)}' is not supported; use HTTP/1.1 or HTTP/1.0")
-        if any(b < 0x21 or b == 0x7F for b in parts[1]):
+        if len(parts[1].translate(None, _CTL)) != len(parts[1]):  # control characters (at C speed: targets may be 16 KB)
             raise HttpError(400, "malformed request target (control characters)")
         headers: dict[str, str] = {}
         lengths: set[str] = set()
@@ -443,6 +448,7 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ answering
     def _dispatch(self, req: Request) -> None:
         self.busy = True
+        self.requests += 1
         conns = self.server.connections
         if conns.pop(self, False) is None:  # most recently active last: the first idle one is the one to close
             conns[self] = None
@@ -532,11 +538,14 @@ class HttpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def admit(self, conn: HttpConnection) -> None:
-        """Count a new connection in; at the cap, close the one that has been quiet longest and
-        is not being answered (an idle one first, else one still sending its request), or refuse
-        the new one with 503 when every connection is being answered."""
+        """Count a new connection in; at the cap, close one that is not being answered: an idle
+        one that never sent a request first, else the idle one quiet longest, else one still
+        sending its request; or refuse the new one with 503 when every connection is being
+        answered."""
         if len(self.connections) >= self.max_connections:
-            victim = next((c for c in self.connections if c.idle), None) or next((c for c in self.connections if not c.busy), None)
+            victim = (next((c for c in self.connections if c.idle and not c.requests), None)  # never sent a request
+                      or next((c for c in self.connections if c.idle), None)
+                      or next((c for c in self.connections if not c.busy), None))
             if victim is None:
                 self.refused += 1
                 self._say("refused", f"connection limit ({self.max_connections}) reached and every connection is being "

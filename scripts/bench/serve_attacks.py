@@ -9,9 +9,15 @@ back and times each. Printed side by side with an idle run (no attacker) of the 
 * the server's peak RSS during the attack (VmHWM, reset after warm-up), and its ratio to idle;
 * the other client's p50 / p99 latency, and the p99's ratio to idle; requests it got answered
   and how many failed (a reset connection is retried once, like any HTTP client);
+* the server's CPU use during the run (100% = one core);
 * what the attacker saw (answers by status, bytes sent, connections made).
 
 Targets: peak RSS under any single attack <= 2x idle; other clients' p99 <= 3x idle.
+
+The attacker process is pinned to the last CPU: on loopback the sender's CPU also does the
+receiving side of TCP, and an attacker on a real network spends its own machine's CPU, not
+the device's. ``--no-pin`` lets it use every core (on a 2-core machine it then competes with
+the server and the measured client for CPU, which is what most of the remaining p99 is).
 
 A server whose RSS passes ``--rss-guard`` MiB is stopped at once (the attack "won"); its line
 says so. ``--pythonpath DIR`` runs the server from another copy of mltool (e.g. the code
@@ -358,6 +364,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the server has used."""
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_peak(self) -> bool:
         try:
             Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
@@ -375,7 +386,8 @@ class Server:
         return err.decode(errors="replace")
 
 
-def measure(model: Path, attack: str | None, seconds: float, request: bytes, pythonpath: str | None, guard_mib: float) -> dict:
+def measure(model: Path, attack: str | None, seconds: float, request: bytes, pythonpath: str | None, guard_mib: float,
+            pin: bool = True) -> dict:
     server = Server(model, pythonpath)
     client = Client(server.port, request)
     for _ in range(50):  # warm-up
@@ -387,11 +399,14 @@ def measure(model: Path, attack: str | None, seconds: float, request: bytes, pyt
     proc = ctx.Process(target=run_attack, args=(attack, server.port, stop, q), daemon=True) if attack else None
     if proc is not None:
         proc.start()
+        if pin and len(os.sched_getaffinity(0)) > 1:
+            os.sched_setaffinity(proc.pid, {max(os.sched_getaffinity(0))})
         time.sleep(0.3)  # let the attack take hold before timing the other client
     lat: list[float] = []
     errors = 0
     guard_hit = False
-    end = time.perf_counter() + seconds
+    cpu0, t0 = server.cpu_s(), time.perf_counter()
+    end = t0 + seconds
     last_sample = 0.0
     while time.perf_counter() < end:
         try:
@@ -410,6 +425,7 @@ def measure(model: Path, attack: str | None, seconds: float, request: bytes, pyt
             if rss > guard_mib:
                 guard_hit = True
                 break
+    cpu = (server.cpu_s() - cpu0) / (time.perf_counter() - t0)
     stop.set()
     seen: dict = {}
     if proc is not None:
@@ -424,7 +440,7 @@ def measure(model: Path, attack: str | None, seconds: float, request: bytes, pyt
     after = server.memory("VmRSS")
     err = server.stop()
     return {"attack": attack or "idle", "peak_mib": peak, "after_mib": after, "p50_ms": pct(lat, 50) if lat else float("nan"),
-            "p99_ms": pct(lat, 99) if lat else float("nan"), "answered": len(lat), "errors": errors, "guard": guard_hit,
+            "p99_ms": pct(lat, 99) if lat else float("nan"), "answered": len(lat), "errors": errors, "guard": guard_hit, "server_cpu": cpu,
             "attacker": seen, "log_lines": err.count("\n"), "tracebacks": err.count("Traceback")}
 
 
@@ -436,6 +452,7 @@ def main() -> None:
     ap.add_argument("--pythonpath", help="run the server from this copy of mltool")
     ap.add_argument("--rss-guard", type=float, default=3000.0, help="stop a server whose RSS passes this many MiB")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--no-pin", action="store_true", help="let the attacker run on every core (see the docstring)")
     args = ap.parse_args()
     model = args.model or ensure_small()
     import numpy as np
@@ -451,16 +468,18 @@ def main() -> None:
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         sys.exit(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
-    print(f"model {model} ({datatype} input {list(d['shape'])}); {args.seconds:g} s per run; server from "
-          f"{args.pythonpath or ROOT}; open-files limit 1024", flush=True)
-    rows = [measure(model, None, args.seconds, request, args.pythonpath, args.rss_guard)]
+    pin = not args.no_pin
+    print(f"model {model} ({datatype} input {[int(v) for v in d['shape']]}); {args.seconds:g} s per run; server from "
+          f"{args.pythonpath or ROOT}; open-files limit 1024; attacker "
+          f"{'pinned to CPU ' + str(max(os.sched_getaffinity(0))) if pin else 'on every CPU'} of {os.cpu_count()}", flush=True)
+    rows = [measure(model, None, args.seconds, request, args.pythonpath, args.rss_guard, pin)]
     for name in names:
-        rows.append(measure(model, name, args.seconds, request, args.pythonpath, args.rss_guard))
+        rows.append(measure(model, name, args.seconds, request, args.pythonpath, args.rss_guard, pin))
         print(f"  {name}: done", file=sys.stderr, flush=True)
-    rows.append({**measure(model, None, args.seconds, request, args.pythonpath, args.rss_guard), "attack": "idle (again)"})
+    rows.append({**measure(model, None, args.seconds, request, args.pythonpath, args.rss_guard, pin), "attack": "idle (again)"})
     idle = rows[0]
     print(f"\n{'attack':<18}{'peak RSS':>10}{'x idle':>8}{'after':>8}{'p50 ms':>9}{'p99 ms':>9}{'x idle':>8}"
-          f"{'answered':>10}{'failed':>8}  attacker saw")
+          f"{'answered':>10}{'failed':>8}{'srv CPU':>9}  attacker saw")
     for r in rows:
         rss_x = r["peak_mib"] / idle["peak_mib"]
         p99_x = r["p99_ms"] / idle["p99_ms"]
@@ -473,7 +492,7 @@ def main() -> None:
         if r["tracebacks"] or r["log_lines"] > 5:
             saw += f"; server log {r['log_lines']} lines, {r['tracebacks']} tracebacks"
         print(f"{r['attack']:<18}{r['peak_mib']:>8.1f}Mi{rss_x:>8.2f}{r['after_mib']:>8.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{p99_x:>8.2f}{r['answered']:>10}{r['errors']:>8}  {saw}{guard}{ok}")
+              f"{p99_x:>8.2f}{r['answered']:>10}{r['errors']:>8}{100 * r['server_cpu']:>8.0f}%  {saw}{guard}{ok}")
     print("\ntargets: peak RSS under any single attack <= 2x idle; other clients' p99 <= 3x idle")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
