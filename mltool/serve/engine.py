@@ -167,11 +167,11 @@ class Engine:
 
     def _decode_work(self) -> None:
         """Decode image jobs (with the current release's input size), then queue them for a worker.
-        The thread runs at a lower priority (nice +5): decoding is the work a client can make
+        The thread runs at a lower priority (nice +10): decoding is the work a client can make
         expensive, and must not take the CPU from the event loop and the workers."""
         try:
             tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 5)
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 10)
         except (AttributeError, OSError):  # not Linux
             pass
         while True:
