@@ -32,7 +32,7 @@ def serve(
     max_body: Annotated[str, typer.Option("--max-body", help="Largest request body (e.g. 10MB, 512KB); larger ones get 413.")] = "10MB",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds for an answer, queue wait included (504 after).")] = 30.0,
     read_timeout: Annotated[float, typer.Option("--read-timeout", help="Seconds a request may stall without a byte arriving (408 after; 30x this in all).")] = 10.0,
-    max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections at most (kept below the open-files limit); the oldest idle one makes room.")] = 256,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections at most (kept below the open-files limit); beyond it an idle one is closed to make room.")] = 256,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="MLTOOL_API_KEY", show_envvar=True, show_default=False,
                                                    help="Require this key (X-API-Key or Authorization: Bearer). Prefer the environment variable or --api-key-file: a command-line value shows in ps.")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,

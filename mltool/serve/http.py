@@ -538,12 +538,13 @@ class HttpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def admit(self, conn: HttpConnection) -> None:
-        """Count a new connection in; at the cap, close one that is not being answered: an idle
-        one that never sent a request first, else the idle one quiet longest, else one still
-        sending its request; or refuse the new one with 503 when every connection is being
-        answered."""
+        """Count a new connection in; at the cap, close one that is not being answered: one
+        already refused (in its lingering close) first, then an idle one that never sent a
+        request, else the idle one quiet longest, else one still sending its request; or refuse
+        the new one with 503 when every connection is being answered."""
         if len(self.connections) >= self.max_connections:
-            victim = (next((c for c in self.connections if c.idle and not c.requests), None)  # never sent a request
+            victim = (next((c for c in self.connections if c.closed), None)  # refused, in its lingering close
+                      or next((c for c in self.connections if c.idle and not c.requests), None)  # never sent a request
                       or next((c for c in self.connections if c.idle), None)
                       or next((c for c in self.connections if not c.busy), None))
             if victim is None:

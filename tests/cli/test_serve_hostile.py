@@ -189,6 +189,10 @@ def test_an_idle_connection_flood_never_locks_other_clients_out(serve, digits_in
 
     assert "LimitNOFILE=8192\n" in render_unit(DeviceLayout("~/mltool"), "digits", "serve --host 0.0.0.0", "/home/pi")
     s = serve(digits_int8, prefix=["prlimit", "--nofile=300:300"])
+    regular = _sock(s.port)  # a keep-alive client that was answered before the flood keeps its connection
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    regular.sendall(live)
+    assert regular.recv(65536).startswith(b"HTTP/1.1 200 ")
     flood = []
     try:
         for _ in range(400):  # more connections than the server may open files
@@ -198,7 +202,10 @@ def test_an_idle_connection_flood_never_locks_other_clients_out(serve, digits_in
         took = time.monotonic() - t0
         assert r.status_code == 200
         assert requests.post(s.url + INFER, json=_tensor(), timeout=5).status_code == 200
+        regular.sendall(live)
+        assert regular.recv(65536).startswith(b"HTTP/1.1 200 ")
     finally:
+        regular.close()
         for c in flood:
             c.close()
     time.sleep(0.5)
@@ -207,6 +214,31 @@ def test_an_idle_connection_flood_never_locks_other_clients_out(serve, digits_in
     assert "Traceback" not in err and "cannot accept" not in err and len(err) < 1000
     assert err.count("connection limit (172) reached: closing the longest-idle connections") == 1
     assert took < 1
+
+
+def test_a_failed_accept_is_logged_once_a_minute():
+    import asyncio
+
+    from mltool.serve.http import HttpServer, Response
+
+    lines: list[str] = []
+
+    async def handler(req):  # noqa: ANN001, ANN202
+        return Response()
+
+    async def main() -> None:
+        srv = HttpServer(handler, max_body=1024, log=lines.append)
+        await srv.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        for _ in range(1000):  # what asyncio reports on every failed accept() (EMFILE)
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+        await srv.drain(1)
+        assert srv.accept_errors == 1000
+
+    asyncio.run(main())
+    assert len(lines) == 1 and "cannot accept connections ([Errno 24] Too many open files)" in lines[0]
+    assert "LimitNOFILE=" in lines[0]
 
 
 # --------------------------------------------------------------------------- 5. trailers
