@@ -39,6 +39,7 @@ MAX_HEADER_BYTES = 16 * 1024  # the request line and headers; chunked trailers h
 WRITE_HIGH_WATER = 256 * 1024
 PIPELINE_BUFFER = 64 * 1024  # bytes read ahead of the request being answered before reading pauses
 TOTAL_TIMEOUT_FACTOR = 30  # a request may take at most this many --read-timeouts in all, however steady
+LINGER_BYTES = 64 * 1024  # read and dropped after a refusal, at most, so the refusal is not lost to a reset
 ACCEPT_BURST = 8  # connections asyncio accepts in one go, before any of them is counted in
 FD_RESERVE = 128  # open files kept for all but client connections: model, logs, camera, and accept bursts
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -201,6 +202,7 @@ class HttpConnection(asyncio.Protocol):
         self._started = 0.0  # when the request being read began
         self._progress = 0.0  # when its last bytes arrived
         self._paused_at = 0.0
+        self._discard = 0  # bytes still read (and dropped) after a refusal
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -241,7 +243,10 @@ class HttpConnection(asyncio.Protocol):
             await self._writable
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed:  # refused: discarded during the lingering close, a bounded amount
+            self._discard -= len(data)
+            if self._discard < 0:
+                self.transport.pause_reading()  # type: ignore[union-attr]
             return
         now = time.monotonic()
         if not self.buf and self.request is None and not self.busy:
@@ -439,9 +444,10 @@ class HttpConnection(asyncio.Protocol):
         if t.can_write_eof():  # type: ignore[union-attr]
             # A lingering close: closing with the client's bytes unread would send a reset that
             # can destroy the answer before the client reads it; so end our side, discard what
-            # still comes for a moment, then close.
+            # still comes (up to LINGER_BYTES, then stop reading) for a moment, then close.
             t.write_eof()  # type: ignore[union-attr]
-            self.loop.call_later(2.0, t.abort)  # type: ignore[union-attr]
+            self._discard = LINGER_BYTES
+            self.loop.call_later(1.0, t.abort)  # type: ignore[union-attr]
         else:
             t.close()  # type: ignore[union-attr]
 
