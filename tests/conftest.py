@@ -249,8 +249,8 @@ def serve(tmp_path):
 
     procs = []
 
-    def start(*args, env=None) -> ServeProcess:
-        p = ServeProcess(list(args), log=tmp_path / f"serve-{len(procs)}.log", env=env)
+    def start(*args, env=None, prefix=None) -> ServeProcess:
+        p = ServeProcess(list(args), log=tmp_path / f"serve-{len(procs)}.log", env=env, prefix=prefix)
         procs.append(p)
         return p
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 class ServeProcess:
     def __init__(self, args: list, *, log: Path, env: dict[str, str] | None = None, timeout: float = 90.0,
-                 python: str | None = None) -> None:
+                 python: str | None = None, prefix: list[str] | None = None) -> None:
         self.log = log
-        self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "mltool", "serve", *map(str, args), "--port", "0", "--json"],
+        self.proc = subprocess.Popen(  # a prefix such as `prlimit --nofile=N` execs the server: same pid
+            [*(prefix or []), python or sys.executable, "-m", "mltool", "serve", *map(str, args), "--port", "0", "--json"],
             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env={**os.environ, **(env or {})},
         )
         self.events: queue.Queue[dict] = queue.Queue()
@@ -48,6 +48,13 @@ class ServeProcess:
             ev = self.events.get(timeout=timeout)
             if ev["event"] in (kind, "exited"):
                 return ev
+
+    def memory_mib(self, field: str = "VmRSS") -> float:
+        """The server's resident memory now (VmRSS) or at its peak (VmHWM), in MiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise KeyError(field)
 
     @property
     def stderr(self) -> str:

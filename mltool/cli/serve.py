@@ -35,7 +35,8 @@ def serve(
     batch_wait: Annotated[float, typer.Option("--batch-wait", help="Milliseconds a worker waits to fill a batch.")] = 2.0,
     max_body: Annotated[str, typer.Option("--max-body", help="Largest request body (e.g. 10MB, 512KB); larger ones get 413.")] = "10MB",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds for an answer, queue wait included (504 after).")] = 30.0,
-    read_timeout: Annotated[float, typer.Option("--read-timeout", help="Seconds a client may take to send a request (408 after).")] = 10.0,
+    read_timeout: Annotated[float, typer.Option("--read-timeout", help="Seconds a request may stall without a byte arriving (408 after; 30x this in all).")] = 10.0,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections at most (kept below the open-files limit); beyond it an idle one is closed to make room.")] = 256,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="MLTOOL_API_KEY", show_envvar=True, show_default=False,
                                                    help="Require this key (X-API-Key or Authorization: Bearer). Prefer the environment variable or --api-key-file: a command-line value shows in ps.")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Read the API key from this file.")] = None,
@@ -89,6 +90,7 @@ def serve(
                                      input_shape=parse_shapes(input_shape), window=window)
     cfg = ServeConfig(model=model, host=host, port=port, name=name, root=root, workers=workers, queue=queue, batch=batch,
                       batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
+                      max_connections=max_connections,
                       api_key=read_api_key(api_key, api_key_file), cors_origins=list(cors_origin or []),
                       source=source if source is not None else camera,
                       camera=camera_options(camera_size, camera_fps, camera_transform), loop=loop, every=every, fps=fps, poll_s=poll,

@@ -52,6 +52,9 @@ def render_unit(layout: DeviceLayout, name: str, command: str, home: str) -> str
         f"{reload}Restart=on-failure\nRestartSec=5\n"
         # a command stopped by a signal exits 130 after its summary (mltool's one rule): a stop, not a failure
         "SuccessExitStatus=130\n"
+        # serve caps its connections below this; the default soft limit (1,024) is what an
+        # idle-connection flood exhausted before (docs/serve-limits.md)
+        "LimitNOFILE=8192\n"
         f"EnvironmentFile=-{here.root}/mltool.env\n"
         "Environment=PYTHONUNBUFFERED=1\n\n"
         "[Install]\nWantedBy=default.target\n"

@@ -15,12 +15,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from mltool import __version__
 from mltool.errors import ConfigError, DataError, MltoolError
 from mltool.serve.config import ServeConfig
 from mltool.serve.engine import Engine, Job, QueueFull
-from mltool.serve.http import HttpError, Request, Response, Stream
+from mltool.serve.http import HttpError, Request, Response, Stream, shown
 from mltool.serve.metrics import Metrics
 
 RouteFn = Callable[..., Awaitable["Response | Stream"]]
@@ -83,7 +84,7 @@ class App:
             match = rx.match(path)
             if match:
                 if m == method:
-                    return template, fn, match.groupdict(), True
+                    return template, fn, {k: unquote(v) for k, v in match.groupdict().items()}, True
                 other = True
         other = other or any(p == path for (_m, p) in self.exact)
         return ("unmatched", None, {}, other)
@@ -92,33 +93,44 @@ class App:
         route, fn, params, exists = self._route(req.method, req.path)
         m = self.metrics
         m.inflight += 1
+        served = False  # a route of ours answered an authorized request: only then is the release said
         try:
             if req.method == "OPTIONS":
                 resp: Response | Stream = self._preflight(req)
                 route = "OPTIONS"
             elif fn is None:
-                raise HttpError(405 if exists else 404,
-                                f"{req.method} {req.path} is not allowed" if exists else f"no route for {req.method} {req.path}")
+                what = f"{shown(req.method, 20)} {shown(req.path)}"
+                raise HttpError(405 if exists else 404, f"{what} is not allowed" if exists else f"no route for {what}")
             else:
                 if self._key is not None and route not in PUBLIC:
                     self._authorize(req, route)
+                served = True
                 resp = await fn(req, **params)
         except HttpError as exc:
             resp = Response.json({"error": exc.message}, exc.status, exc.headers)
         finally:
             m.inflight -= 1
         rid = req.release or (self.engine.release.id if self.engine.release is not None else None)
-        if rid is not None:
+        if rid is not None and served and resp.status != 404:
             resp.headers.append(("X-Model-Release", rid))
         if self.cfg.cors_origins:
             self._cors(req, resp.headers)
         m.observe(route, resp.status, time.perf_counter() - req.received)
         if self.cfg.access_log:
-            self.log(f'{req.method} {req.path} {resp.status} {1000 * (time.perf_counter() - req.received):.2f}ms')
+            self.log(f'{shown(req.method, 20)} {shown(req.path)} {resp.status} {1000 * (time.perf_counter() - req.received):.2f}ms')
         return resp
 
     # ------------------------------------------------------------------ security
+    def _authorized(self, req: Request) -> bool:
+        try:
+            self._authorize(req, "")
+        except HttpError:
+            return False
+        return True
+
     def _authorize(self, req: Request, route: str) -> None:
+        if self._key is None:
+            return
         given = req.headers.get("x-api-key")
         if given is None:
             scheme, _, cred = req.headers.get("authorization", "").partition(" ")
@@ -178,6 +190,9 @@ class App:
         except asyncio.TimeoutError:
             job.cancelled = True
             raise HttpError(504, f"no answer within {self.cfg.timeout_s:g} s (--timeout)") from None
+        except QueueFull:  # decoded, but the workers' queue was full by then
+            raise HttpError(503, f"all workers are busy and the queue is full ({self.cfg.queue} waiting); retry shortly",
+                            [("Retry-After", "1")]) from None
         except (DataError, ConfigError) as exc:
             raise HttpError(400, exc.one_line()) from None
         except MltoolError as exc:
@@ -187,10 +202,10 @@ class App:
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
-            raise HttpError(404, f"model '{name}' is not served here; this server serves '{self.name}'")
+            raise HttpError(404, f"model '{shown(name)}' is not served here; this server serves '{self.name}'")
         rel = self.engine.release
         if version is not None and rel is not None and version != rel.id:
-            raise HttpError(404, f"version '{version}' of {name} is not loaded; the serving release is {rel.id}")
+            raise HttpError(404, f"version '{shown(version)}' of {name} is not loaded; the serving release is {rel.id}")
 
     # ------------------------------------------------------------------ health and metadata
     async def live(self, req: Request) -> Response:
@@ -202,7 +217,9 @@ class App:
         body: dict[str, Any] = {"ready": ok, "model": self.name, "release": rel.id if rel else None}
         st = self.reload_state
         if st["last_error"]:
-            body["reload"] = {"failed_release": st["failed_release"], "error": st["last_error"], "failures": st["failures"]}
+            body["reload"] = {"failed_release": st["failed_release"], "failures": st["failures"]}
+            if self._authorized(req):  # the reason names files on this device: not for anyone who asks
+                body["reload"]["error"] = st["last_error"]
         if self.draining:
             body["reason"] = "shutting down"
         return Response.json(body, 200 if ok else 503)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ class ServeConfig:
     timeout_s: float = 30.0  # a request's answer, queue wait included
     read_timeout_s: float = 10.0  # to receive a request
     keepalive_s: float = 30.0
+    max_connections: int = 256  # open client connections; lowered to fit the open-files limit
     api_key: str | None = field(default=None, repr=False)
     cors_origins: list[str] = field(default_factory=list)
     source: str | None = None  # live view: any `mltool infer` source
@@ -50,14 +53,22 @@ class ServeConfig:
 
         check_options(**{k: v for k, v in self.predictor.items() if k in ("task", "top_k", "alert_threshold", "score_threshold", "iou", "max_det")})
         for opt, value, low in (("--workers", self.workers, 1), ("--queue", self.queue, 1), ("--batch", self.batch, 1),
-                                ("--max-body", self.max_body, 1), ("--every", self.every, 1)):
+                                ("--max-body", self.max_body, 1), ("--every", self.every, 1),
+                                ("--max-connections", self.max_connections, 1)):
             if value < low:
                 raise ConfigError(f"{opt} {value} must be at least {low}", f"pass {opt} {low} or more")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port} is not a TCP port", "use 1-65535 (0 picks a free one)")
-        for opt, value in (("--timeout", self.timeout_s), ("--fps", self.fps), ("--batch-wait", self.batch_wait_ms + 1e-9)):
-            if value <= 0:
-                raise ConfigError(f"{opt} {value} must be positive", f"pass a positive {opt}")
+        for opt, value, zero in (("--timeout", self.timeout_s, False), ("--fps", self.fps, False),
+                                 ("--batch-wait", self.batch_wait_ms, True), ("--read-timeout", self.read_timeout_s, False),
+                                 ("--poll", self.poll_s, True), ("keepalive_s", self.keepalive_s, False),
+                                 ("drain_s", self.drain_s, True), ("source_timeout_s", self.source_timeout_s, False)):
+            # nan compares false with everything: refused here, not a server that answers 504 to all
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+                kind = "zero or more" if zero else "positive"
+                raise ConfigError(f"{opt} {value:g} must be a {kind}, finite number", f"pass a {kind} {opt}")
+        if self.name is not None:
+            check_name(self.name, "--name")
         if self.api_key is not None and len(self.api_key) < 8:
             raise ConfigError("the API key is shorter than 8 characters", "use a long random key, e.g. `openssl rand -hex 24`")
         for origin in self.cors_origins:
@@ -67,6 +78,18 @@ class ServeConfig:
     @property
     def exposed(self) -> bool:
         return self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+_URL_UNSAFE = re.compile(r"[/:?#%\\\s\x00-\x1f\x7f]")
+
+
+def check_name(name: str, where: str) -> None:
+    """A model name must be addressable in every route (``/v2/models/{name}``, ``/v1/models/{name}:predict``)."""
+    bad = _URL_UNSAFE.search(name)
+    if not name or bad:
+        what = "is empty" if not name else f"has {bad.group()!r}"  # type: ignore[union-attr]
+        raise ConfigError(f"model name {name!r} ({where}) {what}, so no URL could address it",
+                          "pass --name with letters, digits, '.', '_' or '-'")
 
 
 @dataclass

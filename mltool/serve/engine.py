@@ -7,7 +7,10 @@ probes it, then takes every slot's lock and swaps: a request that is running fin
 old model, every later one runs on the new, and each answer names the release that produced it.
 
 Requests become :class:`Job` objects in a bounded queue in front of the workers; a full queue
-is refused at once (the HTTP layer answers 503 with Retry-After) instead of piling up.
+is refused at once (the HTTP layer answers 503 with Retry-After) instead of piling up. Jobs
+that carry encoded images are first decoded by a decoder thread (its own bounded queue): a
+request with large images keeps a decoder busy, never a worker, so requests without images
+are not held up behind it.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class Engine:
         self.slots = workers + (1 if live_slot else 0)
         self.locks = [threading.Lock() for _ in range(self.slots)]
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.decode_queue: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.decoders = 1
         self.batch = max(1, batch)
         self.batch_wait = batch_wait_ms / 1000
         self.check = check
@@ -85,6 +90,7 @@ class Engine:
         self.invokes = 0  # interpreter runs (fewer than samples when micro-batching)
         self.running = 0
         self._threads: list[threading.Thread] = []
+        self._decoder_threads: list[threading.Thread] = []
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------------ releases
@@ -130,11 +136,17 @@ class Engine:
             t = threading.Thread(target=self._work, args=(i,), name=f"serve-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        for i in range(self.decoders):
+            t = threading.Thread(target=self._decode_work, name=f"serve-decoder-{i}", daemon=True)
+            t.start()
+            self._decoder_threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
+        for _ in self._decoder_threads:
+            self.decode_queue.put(None)
         for _ in self._threads:
             self.queue.put(None)
-        for t in self._threads:
+        for t in self._decoder_threads + self._threads:
             t.join(timeout)
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
@@ -144,14 +156,40 @@ class Engine:
         job.future = loop.create_future()
         job.queued_at = time.perf_counter()
         try:
-            self.queue.put_nowait(job)
+            (self.decode_queue if job.decode is not None and self._decoder_threads else self.queue).put_nowait(job)
         except queue.Full:
             raise QueueFull from None
         return job.future
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize()
+        return self.queue.qsize() + self.decode_queue.qsize()
+
+    def _decode_work(self) -> None:
+        """Decode image jobs (with the current release's input size), then queue them for a worker.
+        The thread runs at a lower priority (nice +10): decoding is the work a client can make
+        expensive, and must not take the CPU from the event loop and the workers."""
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 10)
+        except (AttributeError, OSError):  # not Linux
+            pass
+        while True:
+            job = self.decode_queue.get()
+            if job is None:
+                return
+            if job.cancelled:
+                continue
+            rel = self.release
+            try:
+                job.frames = job.decode(rel.predictors[0]) if rel is not None else None  # type: ignore[misc]
+            except Exception as exc:
+                _settle(job, exc, None)
+                continue
+            try:
+                self.queue.put_nowait(job)
+            except queue.Full:
+                _settle(job, QueueFull(), None)
 
     def _work(self, slot: int) -> None:
         carry: Job | None = None  # a job taken while gathering a batch that could not join it
@@ -197,7 +235,7 @@ class Engine:
         current = self.release
         assert current is not None
         for j in live:  # decode outside the lock: only the input size is needed for it
-            if j.decode is not None:
+            if j.decode is not None and j.frames is None:
                 try:
                     j.frames = j.decode(current.predictors[slot])
                 except Exception as exc:

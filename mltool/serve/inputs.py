@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from mltool.runtime.sources import Frame
 from mltool.serve.http import HttpError
 
 DTYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT8": np.int8}
+REQUEST_PIXELS = 40_000_000  # the pixels of all images in one request (= one image's cap, MAX_PIXELS)
 
 
 def b64decode(value: Any, where: str) -> bytes:
@@ -41,12 +44,36 @@ def b64decode(value: Any, where: str) -> bytes:
         raise HttpError(400, f"{where} is not valid base64") from None
 
 
-def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] | None = None) -> list[Frame]:
-    """Decode each image into a Frame the way `mltool infer` reads image files (same decoder,
-    same reduced JPEG decoding for a small model input), so answers match it; the decode
-    time is the frame's read time."""
-    from mltool.data.images import decode_image
+def fitter(p: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The first step of the Predictor's own preprocessing (its resize to the input's H x W, in
+    RGB): done as each image is decoded, so a request holds model-sized pictures, not full-size
+    ones, and the Predictor's resize then finds nothing left to do (the same tensor either way)."""
+    from mltool.runtime.preprocess import resize
 
+    h, w = p.input.shape[0], p.input.shape[1]
+    return lambda img: resize(img, w, h, p.input.resize_method)
+
+
+def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] | None = None,
+                 sizes: list[tuple[int, int]] | None = None, fit: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Frame]:
+    """Decode each image into a Frame the way `mltool infer` reads image files (same decoder,
+    same reduced decoding for a small model input), so answers match it; the decode time is the
+    frame's read time. The images of one request may have :data:`REQUEST_PIXELS` together,
+    counted from their headers before any is decoded; they are decoded one after the other,
+    each reduced before the next (``sizes`` gets each image's own (width, height), for boxes
+    in its pixels)."""
+    from mltool.data.images import MAX_PIXELS, decode_image, image_size
+
+    total = 0
+    heads = []
+    for data, name in zip(images, names):
+        size = image_size(data) if data else None
+        heads.append(size)
+        pixels = size[0] * size[1] if size else 0
+        total += pixels if pixels <= MAX_PIXELS else 0  # one over the cap per image is refused by name below
+        if total > REQUEST_PIXELS:
+            raise HttpError(413, f"the images of this request have over {REQUEST_PIXELS / 1e6:.0f} Mpx together (at {name}); "
+                                 "send fewer or smaller images per request")
     frames = []
     for i, (data, name) in enumerate(zip(images, names)):
         if not data:
@@ -56,7 +83,13 @@ def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] |
             img = decode_image(data, draft, name)
         except DataError as exc:
             raise HttpError(400, _BYTESIO.sub("", exc.message)) from None
-        frames.append(Frame(i, name, time.time(), image=img, read_ms=(time.perf_counter() - t0) * 1000))
+        if sizes is not None:
+            w, h = heads[i] or (img.shape[1], img.shape[0])
+            sizes.append((w, h) if (w >= h) == (img.shape[1] >= img.shape[0]) else (h, w))  # EXIF rotation
+        read_ms = (time.perf_counter() - t0) * 1000
+        if fit is not None:
+            img = fit(img)
+        frames.append(Frame(i, name, time.time(), image=img, read_ms=read_ms))
     return frames
 
 
@@ -91,31 +124,71 @@ def multipart_field(body: bytes, content_type: str, field: str) -> bytes:
 
 def tensor(data: Any, shape: Any, datatype: Any, where: str) -> np.ndarray:
     """OIP tensor ``data`` (flat or nested list) as an array of ``shape`` and ``datatype``."""
-    if datatype not in DTYPES:
-        raise HttpError(400, f"{where}.datatype '{datatype}' is not supported; use FP32, UINT8, INT8 or BYTES (an encoded image)")
+    if not isinstance(datatype, str) or datatype not in DTYPES:
+        raise HttpError(400, f"{where}.datatype {_shown_value(datatype)} is not supported; use FP32, UINT8, INT8 or BYTES (an encoded image)")
     shp = check_shape(shape, where)
     if not isinstance(data, list):
         raise HttpError(400, f"{where}.data must be a list of numbers")
     dtype = DTYPES[datatype]
-    try:
-        # integers stay integers (no float round trip, cheap range checks); floats are floats
-        arr = np.array(data) if dtype != np.float32 else np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise HttpError(400, f"{where}.data must hold only numbers, in a flat or evenly nested list") from None
-    if arr.dtype.kind not in "iuf":  # strings, booleans, uneven nesting (object arrays)
-        raise HttpError(400, f"{where}.data must hold only numbers, in a flat or evenly nested list")
+    # integers stay integers (no float round trip, cheap range checks); floats are floats
+    arr = numbers(data, f"{where}.data", dtype == np.float32)
     return _shaped(arr, shp, dtype, datatype, where)
+
+
+def numbers(data: list[Any], where: str, as_float: bool = True) -> np.ndarray:
+    """A flat or evenly nested JSON list of numbers as an array (float32, or as parsed); null,
+    true, "1.5", NaN, Infinity and values beyond float32 are a 400 naming ``where``."""
+    todo = [data]
+    while todo:  # every element's type, without recursion (any nesting depth)
+        items = todo.pop()
+        kinds = set(map(type, items))
+        if list in kinds:
+            kinds.discard(list)
+            todo.extend(x for x in items if type(x) is list)
+        if not kinds <= _NUMBER:
+            bad = next(x for x in items if type(x) not in _NUMBER and type(x) is not list)
+            raise HttpError(400, f"{where} must hold only numbers; it has {_quoted(bad)}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.asarray(data, dtype=np.float32) if as_float else np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "iuf":  # uneven nesting; integers too large for int64
+        raise HttpError(400, f"{where} must hold only numbers (in range), in a flat or evenly nested list")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise HttpError(400, f"{where} has NaN, Infinity or a number beyond FP32's range (+-3.4e38); send finite values")
+    return arr
+
+
+_NUMBER = {int, float}
+
+
+def _shown_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _quoted(value: Any) -> str:
+    """A client's JSON value, short, for an error message."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def raw_tensor(buf: bytes, shape: Any, datatype: str, where: str) -> np.ndarray:
     """A tensor sent as raw little-endian bytes (the binary tensor data extension)."""
-    if datatype not in DTYPES:
-        raise HttpError(400, f"{where}.datatype '{datatype}' is not supported in binary form; use FP32, UINT8 or INT8")
+    if not isinstance(datatype, str) or datatype not in DTYPES:
+        raise HttpError(400, f"{where}.datatype {_shown_value(datatype)} is not supported in binary form; use FP32, UINT8 or INT8")
     shp = check_shape(shape, where)
     dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
     if len(buf) != math.prod(shp) * dtype.itemsize:
         raise HttpError(400, f"{where} has {len(buf)} bytes of binary data; shape {shp} as {datatype} needs {math.prod(shp) * dtype.itemsize}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shp).astype(DTYPES[datatype])
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shp).astype(DTYPES[datatype])
+    if datatype == "FP32" and not np.all(np.isfinite(arr)):
+        raise HttpError(400, f"{where} has NaN or Infinity in its binary FP32 data; send finite values")
+    return arr
 
 
 def raw_bytes_elements(buf: bytes, where: str) -> list[bytes]:

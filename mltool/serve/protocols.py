@@ -27,7 +27,7 @@ import numpy as np
 from mltool.runtime.predictor import Predictor, Result
 from mltool.serve import inputs
 from mltool.serve.engine import Job, Release
-from mltool.serve.http import HttpError, Request, Response
+from mltool.serve.http import HttpError, Request, Response, shown
 
 if TYPE_CHECKING:
     from mltool.serve.app import App
@@ -51,8 +51,8 @@ def register(app: App) -> None:
     app.add("POST", "/api/image", p.upload)
 
 
-def image_job(app: App, images: list[bytes], names: list[str]) -> Job:
-    return Job(decode=lambda p: inputs.image_frames(images, names, p._draft()))
+def image_job(app: App, images: list[bytes], names: list[str], sizes: list[tuple[int, int]] | None = None) -> Job:
+    return Job(decode=lambda p: inputs.image_frames(images, names, p._draft(), sizes, fit=inputs.fitter(p)))
 
 
 def run_tensor(p: Predictor, rel: Release, x: np.ndarray, datatype: str, where: str) -> tuple[list[np.ndarray], list[Any]]:
@@ -94,7 +94,7 @@ class Protocols:
         if not isinstance(ins, list) or len(ins) != 1 or not isinstance(ins[0], dict):
             raise HttpError(400, "inputs must be a list with one tensor object (this model has one input)")
         inp = ins[0]
-        where = f"inputs[0] ({inp.get('name', '?')})"
+        where = f"inputs[0] ({shown(str(inp.get('name', '?')), 40)})"
         datatype = inp.get("datatype")
         params = inp.get("parameters") or {}
         raw = None
@@ -139,16 +139,18 @@ class Protocols:
         wanted = body.get("outputs")
         if wanted is not None:
             names = [o.get("name") for o in wanted if isinstance(o, dict)] if isinstance(wanted, list) else None
-            if not names:
-                raise HttpError(400, "outputs must be a list of {\"name\": ...} objects")
+            if not names or not all(isinstance(n, str) for n in names):
+                raise HttpError(400, "outputs must be a list of {\"name\": \"...\"} objects (names are strings)")
             have = {o["name"]: o for o in outputs}
-            missing = [n for n in names if n not in have]
+            missing = [shown(n, 40) for n in names if n not in have]
             if missing:
-                raise HttpError(400, f"unknown output(s) {', '.join(map(str, missing))}; this model has {', '.join(have)}")
+                raise HttpError(400, f"unknown output(s) {', '.join(missing[:5])}; this model has {', '.join(have)}")
             outputs = [have[n] for n in names]
         answer: dict[str, Any] = {"model_name": app.name, "model_version": rid, "outputs": outputs,
                                   "parameters": {"release": rid}}
         if "id" in body:
+            if not isinstance(body["id"], str):
+                raise HttpError(400, "id must be a string")
             answer["id"] = body["id"]
         if timings:
             answer["parameters"]["timings_ms"] = json.dumps(timings)
@@ -194,10 +196,7 @@ class Protocols:
             return Response.json({"predictions": [_tfs_decoded(r.classifications, r.detections, r.task) for r in results]})
         if any(i is not None for i in images):
             raise HttpError(400, "instances mix images ({\"b64\": ...}) and tensors; send one kind per request")
-        try:
-            x = np.asarray(instances, dtype=np.float32)
-        except (ValueError, TypeError):
-            raise HttpError(400, "instances must be evenly nested lists of numbers, or {\"b64\": <image>} objects") from None
+        x = inputs.numbers(instances, "instances")
         (outs, decoded), _rid = await app.infer(Job(fn=lambda p, rel: run_tensor(p, rel, x, "FP32", "instances")), req)
         preds: list[Any]
         rel = app.engine.release
@@ -226,15 +225,16 @@ class Protocols:
         else:
             raise HttpError(400, f"Content-Type '{ctype or 'none'}' is not an upload: send multipart/form-data with a "
                                  "'file' field, or an image/jpeg or image/png body")
-        results, rid = await self.app.infer(image_job(self.app, [data], ["file"]), req)
-        return Response.json(upload_record(results[0], self.app.name, rid))
+        sizes: list[tuple[int, int]] = []
+        results, rid = await self.app.infer(image_job(self.app, [data], ["file"], sizes), req)
+        return Response.json(upload_record(results[0], self.app.name, rid, sizes[0] if sizes else None))
 
 
-def upload_record(r: Result, model: str, release: str) -> dict[str, Any]:
+def upload_record(r: Result, model: str, release: str, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """The `infer --json` record for one image, plus the model, release, image size and boxes
-    in the image's own pixels."""
+    in the image's own pixels (``size``: the image's own, when it was decoded reduced)."""
     d = r.as_dict()
-    w, h = r.size or (0, 0)
+    w, h = size or r.size or (0, 0)
     out: dict[str, Any] = {"model": model, "release": release, "task": r.task, "width": w, "height": h}
     if r.task == "detection":
         out["detections"] = [{**rec, "pixels": dict(zip(("x", "y", "width", "height"), _xywh(det.pixels(w, h))))}
@@ -261,11 +261,13 @@ def _oip_body(req: Request) -> tuple[dict[str, Any], bytes]:
     """The JSON part of an infer request and the binary tensor data after it, if any."""
     hlen = req.headers.get("inference-header-content-length")
     if hlen is not None:
-        if not hlen.isdigit() or int(hlen) > len(req.body):
-            raise HttpError(400, f"Inference-Header-Content-Length {hlen} does not fit the {len(req.body)}-byte body")
+        if not (hlen.isascii() and hlen.isdigit()) or int(hlen) > len(req.body):  # not '²', which isdigit() takes
+            raise HttpError(400, f"Inference-Header-Content-Length {shown(hlen, 20)} does not fit the {len(req.body)}-byte body")
         head, binary = req.body[: int(hlen)], req.body[int(hlen) :]
         try:
             body = json.loads(head)
+        except RecursionError:
+            raise HttpError(400, "the inference header is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"the inference header is not valid JSON ({exc})") from None
     else:
@@ -277,8 +279,15 @@ def _oip_body(req: Request) -> tuple[dict[str, Any], bytes]:
 
 def _flat(data: list[Any]) -> list[Any]:
     out: list[Any] = []
-    for x in data:
-        out.extend(_flat(x) if isinstance(x, list) else [x])
+    todo = [iter(data)]
+    while todo:  # without recursion: any nesting depth
+        for x in todo[-1]:
+            if isinstance(x, list):
+                todo.append(iter(x))
+                break
+            out.append(x)
+        else:
+            todo.pop()
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from mltool.deploy.layout import release_id
 from mltool.errors import ConfigError, MltoolError
-from mltool.serve.config import ModelRef, ServeConfig, make_predictor, resolve_model
+from mltool.serve.config import ModelRef, ServeConfig, check_name, make_predictor, resolve_model
 from mltool.serve.engine import Engine
 
 
@@ -128,6 +128,7 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
 
     cfg.validate()
     ref = resolve_model(cfg.model, cfg.root, cfg.name)
+    check_name(ref.name, "--name" if cfg.name else f"taken from {cfg.model}")
     t0 = time.perf_counter()
     live_kind: dict[str, Any] = {}
 
@@ -156,7 +157,7 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = HttpServer(app, max_body=cfg.max_body, read_timeout_s=cfg.read_timeout_s, keepalive_s=cfg.keepalive_s,
-                            log=_log, on_protocol_error=lambda status: app.metrics.observe("unparsed", status, 0.0))
+                            max_connections=cfg.max_connections, log=_log, on_protocol_error=lambda status: app.metrics.observe("unparsed", status, 0.0))
         try:
             port = await server.start(cfg.host, cfg.port)
         except OSError as exc:
