@@ -75,3 +75,135 @@ def test_digits_on_host_matches_local_run(cli, train_host, tmp_path):
     jobs = train_host["root"] / "train" / "jobs"
     assert list(jobs.iterdir()) == []  # the job folder is removed once the run is back
     _no_partials(tmp_path / "runs", train_host["root"])
+
+
+def test_dataset_sent_once_then_unchanged_or_used_in_place(cli, train_host, synth_fire_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "fire"
+    shutil.copytree(synth_fire_dir, data)
+    base = ["train", "fire", "--epochs", "1", "--image-size", "16", "--limit", "40", "--project", tmp_path / "runs",
+            *train_host["args"], "--json"]
+    first = cli([*base, "--data", data])
+    assert first.exit_code == 0, first.stderr
+    sent = first.json()["ran_on"]["data"]
+    tar_size = sent["bytes_sent"]
+    assert sent["status"] == "sent" and tar_size > sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    info = json.loads((Path(first.json()["run_dir"]) / "mltool.json").read_text())
+    assert info["dataset"]["source"] == str(data)  # where the data lives here, not the host's copy
+    again = cli([*base, "--data", data]).json()["ran_on"]["data"]
+    assert again == {**sent, "status": "unchanged", "bytes_sent": 0}
+    assert "dataset fire: unchanged (0 bytes sent)" in cli([*base, "--data", data]).stderr
+
+    remote_copy = sent["remote"]
+    assert remote_copy.startswith(str(train_host["root"] / "train" / "data"))
+    there = cli([*base, "--data", f"host:{remote_copy}"])
+    assert there.exit_code == 0, there.stderr
+    assert there.json()["ran_on"]["data"] == {"remote": remote_copy}
+    assert there.json()["metrics"] == first.json()["metrics"]
+
+    (data / "fire" / "extra.txt").write_text("changed")
+    changed = cli([*base, "--data", data]).json()["ran_on"]["data"]
+    assert changed["status"] == "sent" and changed["hash"] != sent["hash"] and changed["bytes_sent"] >= tar_size
+    assert len(list((train_host["root"] / "train" / "data").iterdir())) == 2
+
+
+def _start(args: list[str], tmp_path: Path, pause: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "MLTOOL_TEST_PAUSE_AT": pause}
+    return subprocess.Popen([sys.executable, "-m", "mltool", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"never saw {text!r}: {seen}")
+
+
+def _eventually(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _job_pid(root: Path) -> int:
+    jobs = list((root / "train" / "jobs").iterdir())
+    assert len(jobs) == 1
+    return int((jobs[0] / "pid").read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("how", ["killed connection", "ctrl-c"])
+def test_stopping_mid_epoch_leaves_nothing_on_either_side(train_host, tmp_path, how):
+    root = train_host["root"]
+    project = tmp_path / "runs"
+    proc = _start(["train", "digits", "--epochs", "3", "--limit", "400", "--project", project, *train_host["args"]],
+                  tmp_path, pause="epoch")
+    _wait_for(proc, "paused at epoch")  # the remote run holds after its first epoch, mid-run
+    pid = _job_pid(root)
+    partials = list((root / "train" / "jobs").rglob(".partial-*"))
+    assert len(partials) == 1  # the run there is half-made right now
+    if how == "killed connection":
+        proc.kill()  # the client dies without a word: only the dropped connection tells the host
+        proc.wait(timeout=30)
+    else:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+        err = proc.stderr.read()
+        assert rc == 130 and "Error: interrupted" in err, err
+        assert "stopping job digits-" in err
+    _eventually(lambda: _gone(pid))
+    _eventually(lambda: list((root / "train" / "jobs").iterdir()) == [])
+    _no_partials(root)
+    assert not project.exists() or list(project.iterdir()) == []
+
+
+def test_detach_then_attach(cli, train_host, tmp_path):
+    project = tmp_path / "runs"
+    r = cli(["train", "digits", "--epochs", "2", "--limit", "400", "--project", project, *train_host["args"],
+             "--detach", "--json"])
+    assert r.exit_code == 0, r.stderr
+    job = r.json()["job"]
+    assert r.json()["status"] == "running" and f"mltool train --attach --job {job}" in r.stderr
+    assert (train_host["root"] / "train" / "jobs" / job / "job.json").is_file()
+    assert not project.exists() or not any(project.iterdir())
+    a = cli(["train", "--attach", "--json"])  # the latest detached run; host and keys from its record
+    assert a.exit_code == 0, a.stderr
+    out = a.json()
+    assert out["ran_on"]["job"] == job and Path(out["run_dir"]) == project / "digits-1"
+    assert (project / "digits-1" / "mltool.json").is_file() and "epoch   2/2" in a.stderr
+    assert list((train_host["root"] / "train" / "jobs").iterdir()) == []
+    again = cli(["train", "--attach"])
+    assert again.exit_code == 2 and "Error: no detached run to attach to" in again.stderr
+
+
+def test_usage_errors(cli, tmp_path):
+    r = cli(["train", "digits", "--detach"])
+    assert r.exit_code == 2 and "Error: --detach needs --on USER@HOST" in r.stderr
+    r = cli(["train", "fire", "--data", "host:/srv/fire"])
+    assert r.exit_code == 2 and "names a folder on the training host, but there is no --on" in r.stderr
+    r = cli(["train"])
+    assert r.exit_code == 2 and "Error: missing TASK" in r.stderr
+    r = cli(["train", "digits", "--devices", "two"])
+    assert r.exit_code == 2 and "Error: --devices 'two' is not auto, cpu or a number of devices" in r.stderr
+    r = cli(["train", "digits", "--devices", "3", "--batch-size", "32", "--project", tmp_path])
+    assert r.exit_code == 2 and "--batch-size 32 does not split evenly over 3 replicas" in r.stderr
