@@ -69,7 +69,9 @@ def train(
     from mltool.train.run import train as run_train
 
     console = stderr_console()
-    log = lambda msg: console.print(f"[dim]{msg}[/dim]", soft_wrap=True, highlight=False)  # noqa: E731
+    from rich.markup import escape
+
+    log = lambda msg: console.print(f"[dim]{escape(msg)}[/dim]", soft_wrap=True, highlight=False)  # noqa: E731
     if attach:
         if task is not None or directory is not None or detach:
             raise ConfigError("--attach picks up a detached run: it takes no TASK, DIR or --detach",
@@ -79,7 +81,7 @@ def train(
         result = attach_run(job, ssh=ssh, on=on, listener=RichProgress(console), log=log)
         _render(console, result)
         if json_out:
-            print_json(result.summary())
+            print_json({**result.summary(), "remote_timings": result.timings})
         return
     if task is None:
         raise ConfigError("missing TASK", "e.g. `mltool train digits`; tasks: mnist, fashion-mnist, digits, fire, ecg, images")
@@ -114,13 +116,13 @@ def train(
             return
         _render(console, outcome)
         if json_out:
-            print_json(outcome.summary())
+            print_json({**outcome.summary(), "remote_timings": outcome.timings})
         return
     # SIGTERM ends a run like Ctrl-C (the root command installs that for every phase): its .partial folder is removed
     result = run_train(
         config,
         progress=lambda n_epochs, steps: _progress_callback(console, n_epochs, steps),
-        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        log=log,
     )
     _render(console, result)
     if json_out:

@@ -117,22 +117,37 @@ def mark_ready(session: Any, layout: TrainLayout, extra: str = "train", **info: 
                 what="record the training environment")
 
 
-def ensure_env(session: Any, layout: TrainLayout, log: Callable[[str], None]) -> dict[str, Any]:
+PROBE = ('printf "%s\\n" "$HOME"; hostname; uname -m; '
+         '{{ nvidia-smi -L 2>/dev/null || true; }} | grep -c "^GPU"; '
+         'test -x {python} && echo venv || echo no-venv; cat {env} 2>/dev/null')
+
+
+def probe(session: Any, root: str) -> dict[str, Any]:
+    """One round trip: the host's home (to expand ``~``), name, machine, GPUs (``nvidia-smi -L``),
+    and whether the training venv exists and what it holds."""
+    from mltool.deploy.ssh import qpath
+
+    layout = TrainLayout(root)  # qpath keeps a leading ~/ for the host's shell to expand
+    cmd = PROBE.format(python=qpath(layout.python), env=qpath(layout.env_file))
+    lines = session.run(cmd, check=False, what="probe the training host").out.splitlines()
+    home, hostname, machine, gpus, venv = (lines + [""] * 5)[:5]
+    try:
+        env = json.loads("\n".join(lines[5:]) or "{}")
+    except ValueError:
+        env = {}
+    return {"home": home, "hostname": hostname, "machine": machine, "gpus": int(gpus) if gpus.isdigit() else 0,
+            "venv": venv == "venv", "env": env if isinstance(env, dict) else {}}
+
+
+def ensure_env(session: Any, layout: TrainLayout, log: Callable[[str], None], host: dict[str, Any]) -> dict[str, Any]:
     """Make ``layout.venv`` hold this mltool with TensorFlow; returns what was done."""
     from mltool.deploy.setup import build_wheel
 
     t0 = time.monotonic()
     label = session.target.label
-    raw = session.run(f"cat {q(layout.env_file)} 2>/dev/null", check=False).out
-    try:
-        env = json.loads(raw)
-    except ValueError:
-        env = {}
-    venv_ok = session.run(f"test -x {q(layout.python)}", check=False).rc == 0
-    gpu = session.run("command -v nvidia-smi >/dev/null && nvidia-smi -L", check=False)
-    has_gpu = gpu.rc == 0 and "GPU" in gpu.out
-    machine = session.run("uname -m", check=False).out.strip()
-    extra = "train-gpu" if has_gpu and machine == "x86_64" else "train"
+    env, venv_ok = host["env"], host["venv"]
+    has_gpu = host["gpus"] > 0
+    extra = "train-gpu" if has_gpu and host["machine"] == "x86_64" else "train"
     if venv_ok and env.get("source") == source_hash() and env.get("extra") == extra:
         return {"state": "ready", "extra": extra, "gpu": has_gpu, "seconds": round(time.monotonic() - t0, 2)}
     code_only = venv_ok and env.get("extra") == extra and bool(env.get("source"))
@@ -321,24 +336,25 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
     t0 = time.monotonic()
     with ssh.session(on) as session:
         timings["connect_s"] = round(time.monotonic() - t0, 2)
-        home = session.run('printf %s "$HOME"').out
-        root = home + remote_dir[1:] if remote_dir.startswith("~") else remote_dir
+        host = probe(session, remote_dir)
+        root = host["home"] + remote_dir[1:] if remote_dir.startswith("~") else remote_dir
         layout = TrainLayout(root)
-        env = ensure_env(session, layout, log)
+        env = ensure_env(session, layout, log, host)
+        timings["env_s"] = env["seconds"]
         log(f"{session.target.label}: mltool[{env['extra']}] {env['state']} in {layout.venv}")
         transfer: dict[str, Any] = {}
         if data_local is not None:
             transfer = sync_data(session, layout, data_local, log)
             data_remote = transfer["remote_path"]
+            timings["data_s"] = transfer["seconds"]
             log(f"dataset {data_local.name}: {transfer['status']} ({transfer['bytes_sent']:,} bytes sent)")
-        hostname = session.run("hostname", check=False).out.strip()
+        hostname = host["hostname"]
         job_id = f"{cfg.task}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         jobdir = layout.job(job_id)
         job_config = cfg.as_job()
         job_config["data"] = data_remote
         job = {"config": job_config, "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARD_ENV_PREFIX)},
                "client": {"project": str(cfg.project), "out": str(cfg.out) if cfg.out else None}}
-        session.run(f"mkdir -p {q(jobdir)} && printf '%s' {q(json.dumps(job))} > {q(jobdir)}/job.json", what="create the job")
         ran_on = {"via": "ssh", "target": session.target.spec, "hostname": hostname, "remote_dir": remote_dir,
                   "job": job_id, "environment": {k: env[k] for k in ("extra", "gpu") if k in env},
                   **({"data": {"local": str(data_local), "remote": data_remote, **{k: transfer[k] for k in ("hash", "status", "bytes_sent")}}}
@@ -349,7 +365,8 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
                            started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         record.save()
         try:
-            session.run(f"{q(layout.python)} -m mltool.train.remote_job start {q(jobdir)}", what="start the training job")
+            session.run(f"mkdir -p {q(jobdir)} && printf '%s' {q(json.dumps(job))} > {q(jobdir)}/job.json && "
+                        f"{q(layout.python)} -m mltool.train.remote_job start {q(jobdir)}", what="start the training job")
         except BaseException:
             record.remove()
             session.run(f"rm -rf {q(jobdir)}", check=False)
@@ -471,7 +488,7 @@ def _follow_and_fetch(session: Any, layout: TrainLayout, record: JobRecord, list
     timings["fetch_s"] = round(time.monotonic() - t1, 2)
     session.run(f"rm -rf {q(record.jobdir)}", check=False)
     record.remove()
-    result.timings = timings  # type: ignore[attr-defined]
+    result.timings = timings
     return result
 
 

@@ -152,6 +152,7 @@ def _resolve_transfer(cfg: TrainConfig) -> None:
 class TrainResult:
     run_dir: Path
     info: RunInfo  # what mltool.json holds
+    timings: dict[str, float] = field(default_factory=dict)  # train --on: seconds per step (connect, setup, ...)
 
     @property
     def metrics(self) -> dict[str, Any]:

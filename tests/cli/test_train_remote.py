@@ -27,13 +27,11 @@ def train_host(tmp_path, ssh_keys, sshd):
     """(options for --on, the remote dir): a loopback host whose training venv is ready."""
     from mltool.deploy.ssh import SshOptions
     from mltool.train.remote import TrainLayout, mark_ready
+    from tests.sshd import stand_in_venv
 
     server = sshd("trainhost")
     root = tmp_path / "host" / "mltool"
-    bindir = root / "train" / "venv" / "bin"
-    bindir.mkdir(parents=True)
-    (bindir / "python").write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} "$@"\n')
-    os.chmod(bindir / "python", 0o755)
+    stand_in_venv(root / "train" / "venv", REPO)
     kh = tmp_path / "known_hosts"
     args = ["--on", server.target, "--identity", str(ssh_keys["key"]), "--known-hosts", str(kh),
             "--trust-new-host", "--remote-dir", str(root)]
@@ -72,6 +70,7 @@ def test_digits_on_host_matches_local_run(cli, train_host, tmp_path):
     assert ran_on["remote_dir"] == str(train_host["root"]) and ran_on["job"].startswith("digits-")
     assert "epoch   1/2" in r.stderr and "epoch   2/2" in r.stderr  # streamed progress
     assert "trained on" in r.stderr and "over SSH" in r.stderr
+    assert f"127.0.0.1:{train_host['server'].port}: mltool[train] ready in {train_host['root']}/train/venv" in r.stderr
     jobs = train_host["root"] / "train" / "jobs"
     assert list(jobs.iterdir()) == []  # the job folder is removed once the run is back
     _no_partials(tmp_path / "runs", train_host["root"])
@@ -207,3 +206,27 @@ def test_usage_errors(cli, tmp_path):
     assert r.exit_code == 2 and "Error: --devices 'two' is not auto, cpu or a number of devices" in r.stderr
     r = cli(["train", "digits", "--devices", "3", "--batch-size", "32", "--project", tmp_path])
     assert r.exit_code == 2 and "--batch-size 32 does not split evenly over 3 replicas" in r.stderr
+
+
+@pytest.mark.slow
+def test_first_use_sets_up_a_real_venv_then_reuses_it(cli, sshd, ssh_keys, tmp_path):
+    """The real first-use path: python3 -m venv on the host, mltool's wheel built here and
+    pip-installed there with the train extra (TensorFlow from PyPI: minutes), then reused."""
+    from mltool.train.remote import source_hash
+
+    server = sshd("fresh")
+    root = tmp_path / "fresh" / "mltool"
+    args = ["train", "digits", "--epochs", "1", "--limit", "300", "--project", tmp_path / "runs", "--on", server.target,
+            "--identity", ssh_keys["key"], "--known-hosts", tmp_path / "known_hosts", "--trust-new-host",
+            "--remote-dir", root, "--json"]
+    first = cli(args)
+    assert first.exit_code == 0, first.stderr
+    assert f"setting up {root}/train/venv on" in first.stderr and "installs TensorFlow" in first.stderr
+    env = json.loads((root / "train" / "env.json").read_text())
+    assert env["source"] == source_hash() and env["extra"] == "train" and env["tensorflow"]
+    assert (root / "train" / "venv" / "bin" / "mltool").is_file()
+    assert first.json()["ran_on"]["environment"] == {"extra": "train", "gpu": False}
+    again = cli(args)
+    assert again.exit_code == 0, again.stderr
+    assert "setting up" not in again.stderr and "mltool[train] ready in" in again.stderr
+    assert again.json()["metrics"] == first.json()["metrics"]
