@@ -355,14 +355,17 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
         job_config["data"] = data_remote
         job = {"config": job_config, "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARD_ENV_PREFIX)},
                "client": {"project": str(cfg.project), "out": str(cfg.out) if cfg.out else None}}
-        ran_on = {"via": "ssh", "target": session.target.spec, "hostname": hostname, "remote_dir": remote_dir,
-                  "job": job_id, "environment": {k: env[k] for k in ("extra", "gpu") if k in env},
-                  **({"data": {"local": str(data_local), "remote": data_remote, **{k: transfer[k] for k in ("hash", "status", "bytes_sent")}}}
-                     if transfer else {"data": {"remote": data_remote}} if data_remote else {})}
-        # absolute: --attach may be typed in another folder
+        ran_on: dict[str, Any] = {"via": "ssh", "target": session.target.spec, "hostname": hostname, "remote_dir": remote_dir,
+                                  "job": job_id, "environment": {"extra": env["extra"], "gpu": env["gpu"]}}
+        if transfer:
+            ran_on["data"] = {"local": str(data_local), "remote": data_remote,
+                              **{k: transfer[k] for k in ("hash", "status", "bytes_sent")}}
+        elif data_remote:
+            ran_on["data"] = {"remote": data_remote}
+        # absolute paths: --attach may be typed in another folder
         record = JobRecord(job=job_id, on=on, remote_dir=remote_dir, jobdir=jobdir, task=cfg.task,
-                           project=str(Path(cfg.project).resolve()), out=str(Path(cfg.out).resolve()) if cfg.out else None, data_local=str(data_local) if data_local else None,
-                           ssh=_ssh_record(ssh), ran_on=ran_on,
+                           project=str(Path(cfg.project).resolve()), out=str(Path(cfg.out).resolve()) if cfg.out else None,
+                           data_local=str(data_local) if data_local else None, ssh=_ssh_record(ssh), ran_on=ran_on,
                            started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         record.save()
         try:

@@ -111,6 +111,7 @@ def part1(a: argparse.Namespace, tmp: Path) -> None:
             print(f"    setup once: {first - again:+.1f}s   per run: {again - local:+.1f}s wall ({again / local:.2f}x local); "
                   f"SSH steps outside training (connect, probe, data check, job start, fetch): "
                   f"{statistics.median(steps):.2f}s   metrics equal: {same}")
+            print(f"    --on first, steps: {json.dumps(fout['remote_timings'])}")
             print(f"    --on again, steps: {json.dumps(aout['remote_timings'])}")
         if a.real_setup:
             fresh = tmp / "fresh" / "mltool"
