@@ -83,8 +83,12 @@ def train(
         if json_out:
             print_json({**result.summary(), "remote_timings": result.timings})
         return
-    if task is None:
-        raise ConfigError("missing TASK", "e.g. `mltool train digits`; tasks: mnist, fashion-mnist, digits, fire, ecg, images")
+    if task is None:  # optional only for --attach: otherwise Click's own usage error
+        from typer._click.exceptions import MissingParameter
+        from typer._click.globals import get_current_context
+
+        ctx = get_current_context()
+        raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "task"))
     if job is not None:
         raise ConfigError("--job goes with --attach", "drop --job, or add --attach")
     if detach and on is None:
