@@ -1,6 +1,10 @@
 """Train a classifier on a task's dataset and write a run directory.
 
 TASK is one of: mnist, fashion-mnist, digits, fire, ecg, images (images needs a DIR).
+
+--on USER@HOST runs the same training on another machine over SSH (first use sets mltool up
+there) and brings the run folder back here; --devices N trains on N GPUs (MirroredStrategy).
+See docs/train-remote.md.
 """
 
 from __future__ import annotations
