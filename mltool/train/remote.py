@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -203,45 +204,126 @@ def local_data_dir(task: str, data: str | None) -> Path | None:
     return found.resolve() if found is not None else None
 
 
-def tree_hash(path: Path) -> str:
-    """Content hash of a file or folder (names and bytes), independent of where it lives."""
-    h = hashlib.sha256()
+def manifest(path: Path) -> dict[str, str]:
+    """SHA-256 of every file of a dataset file or folder, by its path from the folder's parent
+    (so the paths start with the dataset's own name)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = {}
     for f in files:
-        h.update((f.name if f == path else str(f.relative_to(path))).encode() + b"\0")
+        h = hashlib.sha256()
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-        h.update(b"\0")
+        out[str(f.relative_to(path.parent))] = h.hexdigest()
+    return out
+
+
+def tree_hash(files: dict[str, str]) -> str:
+    """Content hash of a dataset (names and bytes), independent of where it lives."""
+    h = hashlib.sha256()
+    for rel, digest in sorted(files.items()):
+        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
     return h.hexdigest()[:16]
 
 
+# On the host (any Python 3): is this version there, and else the newest version of the same
+# dataset (by name) to start from.
+FIND_DATA = r"""
+import json, os, sys
+data, digest, name = sys.argv[1:4]
+out = {"complete": os.path.exists(os.path.join(data, digest, ".complete")), "prev": None, "files": {}}
+if not out["complete"] and os.path.isdir(data):
+    best = None
+    for d in os.listdir(data):
+        m = os.path.join(data, d, "manifest.json")
+        if d.startswith(".") or not os.path.exists(os.path.join(data, d, ".complete")) or not os.path.isfile(m):
+            continue
+        try:
+            with open(m) as fh:
+                man = json.load(fh)
+        except ValueError:
+            continue
+        if man.get("name") == name and (best is None or os.path.getmtime(m) > best[0]):
+            best = (os.path.getmtime(m), os.path.join(data, d), man.get("files") or {})
+    if best is not None:
+        out["prev"], out["files"] = best[1], best[2]
+print(json.dumps(out))
+"""
+
+# On the host: the new version = the previous one hard-linked (no copy, no space), less the files
+# that changed or went, plus the tar of those that changed or are new; renamed into place whole.
+APPLY_DATA = r"""
+import json, os, shutil, sys, tarfile
+part, dest, prev, tar_path = sys.argv[1:5]
+with tarfile.open(tar_path) as tar:
+    meta = json.load(tar.extractfile(".mltool-sync.json"))
+    name = meta["name"]
+    if prev:
+        src = os.path.join(prev, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(part, name), copy_function=os.link)
+        elif os.path.exists(src):
+            os.link(src, os.path.join(part, name))
+    for rel in meta["delete"] + meta["send"]:
+        p = os.path.join(part, rel)
+        if os.path.lexists(p):
+            os.unlink(p)
+    members = [m for m in tar.getmembers() if m.name != ".mltool-sync.json"]
+    try:
+        tar.extractall(part, members=members, filter="data")
+    except TypeError:  # Python without tar filters (< 3.10.12 / 3.11.4): the names were made here
+        tar.extractall(part, members=members)
+with open(os.path.join(part, "manifest.json"), "w") as fh:
+    json.dump({"name": name, "files": meta["files"]}, fh)
+open(os.path.join(part, ".complete"), "w").close()
+os.unlink(tar_path)
+try:
+    os.rename(part, dest)
+except OSError:  # another run put the same version there meanwhile
+    if not os.path.exists(os.path.join(dest, ".complete")):
+        raise
+    shutil.rmtree(part)
+"""
+
+
 def sync_data(session: Any, layout: TrainLayout, local: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Send ``local`` unless the host already has the same content; returns the remote path."""
+    """Make the host hold ``local``'s content; returns its path there. Unchanged: nothing is sent.
+    Changed since a version the host has: only the files that changed or are new are sent."""
     t0 = time.monotonic()
-    digest = tree_hash(local)
+    files = manifest(local)
+    digest = tree_hash(files)
     dest = f"{layout.data}/{digest}"
     remote_path = f"{dest}/{local.name}"
-    if session.run(f"test -e {q(dest)}/.complete", check=False).rc == 0:
-        return {"status": "unchanged", "hash": digest, "remote_path": remote_path, "bytes_sent": 0,
+    there = json.loads(session.python(FIND_DATA, layout.data, digest, local.name, interpreter=layout.python,
+                                      what="look for the dataset").out.strip().splitlines()[-1])
+    if there["complete"]:
+        return {"status": "unchanged", "hash": digest, "remote_path": remote_path, "bytes_sent": 0, "files_sent": 0,
                 "seconds": round(time.monotonic() - t0, 2)}
+    prev: dict[str, str] = there["files"] if there["prev"] else {}
+    send = [rel for rel, h in files.items() if prev.get(rel) != h]
+    delete = [rel for rel in prev if rel not in files]
     with tempfile.TemporaryDirectory() as tmp:
         tar_path = Path(tmp) / f"{digest}.tar"
+        meta = json.dumps({"name": local.name, "files": files, "send": send, "delete": delete}).encode()
         with tarfile.open(tar_path, "w") as tar:
-            tar.add(local, arcname=local.name)
+            info = tarfile.TarInfo(".mltool-sync.json")
+            info.size = len(meta)
+            tar.addfile(info, io.BytesIO(meta))
+            for rel in send:
+                tar.add(local.parent / rel, arcname=rel, recursive=False)
         size = tar_path.stat().st_size
-        log(f"sending {local} ({size / 1e6:.1f} MB) to {session.target.label}")
+        what = f"{len(send)} of {len(files)} files changed" if prev else f"{len(files)} files"
+        log(f"sending {local} ({what}, {size / 1e6:.1f} MB) to {session.target.label}")
         part = f"{layout.data}/.tmp-{digest}-{secrets.token_hex(3)}"
         session.run(f"mkdir -p {q(part)}", what="prepare the data folder")
         try:
             session.put(tar_path, f"{part}.tar")
-            session.run(f"tar -xf {q(part + '.tar')} -C {q(part)} && touch {q(part)}/.complete && rm -f {q(part + '.tar')} "
-                        f"&& (mv -T {q(part)} {q(dest)} 2>/dev/null || test -e {q(dest)}/.complete)",
-                        what="unpack the dataset", timeout=1800)
+            session.python(APPLY_DATA, part, dest, there["prev"] or "", f"{part}.tar", interpreter=layout.python,
+                           what="unpack the dataset", timeout=1800)
         finally:
             session.run(f"rm -rf {q(part)} {q(part + '.tar')}", check=False)
-    return {"status": "sent", "hash": digest, "remote_path": remote_path, "bytes_sent": size,
-            "seconds": round(time.monotonic() - t0, 2)}
+    return {"status": "updated" if prev else "sent", "hash": digest, "remote_path": remote_path, "bytes_sent": size,
+            "files_sent": len(send), "seconds": round(time.monotonic() - t0, 2)}
 
 
 # --------------------------------------------------------------------------- local job records
@@ -347,7 +429,7 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
             transfer = sync_data(session, layout, data_local, log)
             data_remote = transfer["remote_path"]
             timings["data_s"] = transfer["seconds"]
-            log(f"dataset {data_local.name}: {transfer['status']} ({transfer['bytes_sent']:,} bytes sent)")
+            log(f"dataset {data_local.name}: {transfer['status']} ({transfer['files_sent']} files, {transfer['bytes_sent']:,} bytes sent)")
         hostname = host["hostname"]
         job_id = f"{cfg.task}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         jobdir = layout.job(job_id)
@@ -359,7 +441,7 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
                                   "job": job_id, "environment": {"extra": env["extra"], "gpu": env["gpu"]}}
         if transfer:
             ran_on["data"] = {"local": str(data_local), "remote": data_remote,
-                              **{k: transfer[k] for k in ("hash", "status", "bytes_sent")}}
+                              **{k: transfer[k] for k in ("hash", "status", "bytes_sent", "files_sent")}}
         elif data_remote:
             ran_on["data"] = {"remote": data_remote}
         # absolute paths: --attach may be typed in another folder
@@ -530,6 +612,19 @@ def _stop_remote(session: Any, chan: Any, layout: TrainLayout, record: JobRecord
         pass
 
 
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract a run folder's tar: plain files and folders inside ``dest`` only."""
+    for member in tar:
+        name = Path(member.name)
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            raise DeployError(f"the run folder sent back holds an unexpected entry {member.name!r}",
+                              "check the training host; nothing was written")
+        try:
+            tar.extract(member, dest, filter="data")
+        except TypeError:  # Python before tar filters (3.10.12 / 3.11.4): checked above
+            tar.extract(member, dest)
+
+
 def fetch(session: Any, record: JobRecord, summary: dict[str, Any] | None) -> Any:
     """Bring the job's complete run folder back into a local ``.partial-*`` folder and rename it
     into place exactly as a local run is."""
@@ -546,7 +641,7 @@ def fetch(session: Any, record: JobRecord, summary: dict[str, Any] | None) -> An
         chan.exec_command(f"tar -C {q(record.jobdir + '/run')} -cf - .")
         stream = chan.makefile("rb")
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(tmp, filter="data")
+            _extract(tar, tmp)
         rc = chan.recv_exit_status()
         err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
         chan.close()

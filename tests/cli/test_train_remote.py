@@ -91,8 +91,8 @@ def test_dataset_sent_once_then_unchanged_or_used_in_place(cli, train_host, synt
     info = json.loads((Path(first.json()["run_dir"]) / "mltool.json").read_text())
     assert info["dataset"]["source"] == str(data)  # where the data lives here, not the host's copy
     again = cli([*base, "--data", data]).json()["ran_on"]["data"]
-    assert again == {**sent, "status": "unchanged", "bytes_sent": 0}
-    assert "dataset fire: unchanged (0 bytes sent)" in cli([*base, "--data", data]).stderr
+    assert again == {**sent, "status": "unchanged", "bytes_sent": 0, "files_sent": 0}
+    assert "dataset fire: unchanged (0 files, 0 bytes sent)" in cli([*base, "--data", data]).stderr
 
     remote_copy = sent["remote"]
     assert remote_copy.startswith(str(train_host["root"] / "train" / "data"))
@@ -101,9 +101,20 @@ def test_dataset_sent_once_then_unchanged_or_used_in_place(cli, train_host, synt
     assert there.json()["ran_on"]["data"] == {"remote": remote_copy}
     assert there.json()["metrics"] == first.json()["metrics"]
 
+    # a changed dataset: only what changed travels; the host's copy then equals the local folder
     (data / "fire" / "extra.txt").write_text("changed")
-    changed = cli([*base, "--data", data]).json()["ran_on"]["data"]
-    assert changed["status"] == "sent" and changed["hash"] != sent["hash"] and changed["bytes_sent"] >= tar_size
+    gone = sorted((data / "no_fire").iterdir())[0]
+    gone.unlink()
+    changed = cli([*base, "--data", data])
+    assert changed.exit_code == 0, changed.stderr
+    upd = changed.json()["ran_on"]["data"]
+    assert upd["status"] == "updated" and upd["hash"] != sent["hash"] and upd["files_sent"] == 1
+    assert 0 < upd["bytes_sent"] < tar_size // 20
+    copy = Path(upd["remote"])
+    local_files = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()) == local_files
+    assert (copy / "fire" / "extra.txt").read_text() == "changed" and not (copy / "no_fire" / gone.name).exists()
+    assert Path(remote_copy, "no_fire", gone.name).is_file()  # the earlier version is untouched
     assert len(list((train_host["root"] / "train" / "data").iterdir())) == 2
 
 
