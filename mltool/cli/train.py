@@ -61,6 +61,7 @@ def train(
     detach: Annotated[bool, typer.Option("--detach", help="With --on: start the run and return; `mltool train --attach` picks it up.")] = False,
     attach: Annotated[bool, typer.Option("--attach", help="Pick up a run started with --on --detach (the latest, or --job ID): follow it and bring its folder back.")] = False,
     job: Annotated[Optional[str], typer.Option("--job", help="With --attach: which detached run (its id or a prefix).")] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="With --attach: stop the detached run instead (nothing of it is kept).")] = False,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
@@ -82,7 +83,9 @@ def train(
                               "run `mltool train --attach` (add --job ID to choose one)")
         from mltool.train.remote import attach as attach_run
 
-        result = attach_run(job, ssh=ssh, on=on, listener=RichProgress(console), log=log)
+        result = attach_run(job, ssh=ssh, on=on, listener=RichProgress(console), log=log, stop=stop)
+        if result is None:
+            return
         _render(console, result)
         if json_out:
             print_json({**result.summary(), "remote_timings": result.timings})
@@ -93,8 +96,9 @@ def train(
 
         ctx = get_current_context()
         raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "task"))
-    if job is not None:
-        raise ConfigError("--job goes with --attach", "drop --job, or add --attach")
+    if job is not None or stop:
+        flag = "--job" if job is not None else "--stop"
+        raise ConfigError(f"{flag} goes with --attach", f"drop {flag}, or add --attach")
     if detach and on is None:
         raise ConfigError("--detach needs --on USER@HOST", "add --on, or drop --detach")
     if data is not None and data.startswith("host:") and on is None:

@@ -464,8 +464,10 @@ def train_remote(config: Any, on: str, ssh: Any, remote_dir: str, *, listener: A
         return _follow_and_fetch(session, layout, record, listener, log, stop_on_drop=True, timings=timings)
 
 
-def attach(job: str | None, *, ssh: Any | None, on: str | None, listener: Any, log: Callable[[str], None]) -> Any:
-    """Pick up a detached run: replay its progress, wait for the end, bring its folder back."""
+def attach(job: str | None, *, ssh: Any | None, on: str | None, listener: Any, log: Callable[[str], None],
+           stop: bool = False) -> Any:
+    """Pick up a detached run: replay its progress, wait for the end, bring its folder back. With
+    ``stop``: stop it there instead (its .partial folder and job are removed) and return None."""
     record = JobRecord.load(job)
     target = on or record.on
     opts = _ssh_from(record.ssh, ssh)
@@ -475,6 +477,12 @@ def attach(job: str | None, *, ssh: Any | None, on: str | None, listener: Any, l
             record.remove()
             raise RemoteRunError(f"job {record.job} is no longer on {session.target.label} (stopped or already fetched)",
                                  "start the run again")
+        if stop:
+            session.run(f"{q(layout.python)} -m mltool.train.remote_job stop {q(record.jobdir)}", what="stop the job",
+                        timeout=120)
+            record.remove()
+            log(f"stopped job {record.job} on {session.target.label}; its folder there is removed")
+            return None
         log(f"attached to job {record.job} on {session.target.label}")
         return _follow_and_fetch(session, layout, record, listener, log, stop_on_drop=False, timings={})
 

@@ -206,9 +206,25 @@ def test_detach_then_attach(cli, train_host, tmp_path):
     assert again.exit_code == 2 and "Error: no detached run to attach to" in again.stderr
 
 
+def test_detached_run_stopped_with_attach_stop(cli, train_host, tmp_path):
+    r = cli(["train", "digits", "--epochs", "30", "--patience", "0", "--project", tmp_path / "runs", *train_host["args"],
+             "--detach", "--json"])
+    assert r.exit_code == 0, r.stderr
+    job = r.json()["job"]
+    pid = _job_pid(train_host["root"])
+    s = cli(["train", "--attach", "--stop", "--job", job[:12]])
+    assert s.exit_code == 0, s.stderr
+    assert f"stopped job {job} on 127.0.0.1:{train_host['server'].port}" in s.stderr
+    assert _gone(pid) and list((train_host["root"] / "train" / "jobs").iterdir()) == []
+    _no_partials(train_host["root"])
+    assert cli(["train", "--attach"]).exit_code == 2  # its record is gone too
+
+
 def test_usage_errors(cli, tmp_path):
     r = cli(["train", "digits", "--detach"])
     assert r.exit_code == 2 and "Error: --detach needs --on USER@HOST" in r.stderr
+    r = cli(["train", "digits", "--stop"])
+    assert r.exit_code == 2 and "Error: --stop goes with --attach" in r.stderr
     r = cli(["train", "fire", "--data", "host:/srv/fire"])
     assert r.exit_code == 2 and "names a folder on the training host, but there is no --on" in r.stderr
     r = cli(["train"])
