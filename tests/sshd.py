@@ -94,3 +94,19 @@ class SshServer:
         import getpass
 
         return f"{getpass.getuser()}@127.0.0.1:{self.port}"
+
+
+def stand_in_venv(venv: Path, repo: Path) -> Path:
+    """A stand-in for a venv set up on the "remote" machine (this one): its ``bin/python`` runs
+    this test interpreter on the checkout ``repo``. It refuses ``-m pip``: whatever is installed
+    into it would land in the test environment itself."""
+    import sys
+
+    bindir = venv / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "this venv is the test environment: no pip here" >&2; exit 1; fi\n'
+        f'PYTHONPATH={repo} exec {sys.executable} "$@"\n')
+    os.chmod(bindir / "python", 0o755)
+    return bindir / "python"

@@ -48,15 +48,16 @@ def arch_normalization(arch: str) -> tuple[float, float] | None:
     return (127.5, 127.5) if arch == "mobilenetv2" else None
 
 
-def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """A compiled-ready (uncompiled) Keras model named after ``arch`` (not ``mobilenetv2``)."""
+def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, synchronized: bool = False) -> Any:
+    """A compiled-ready (uncompiled) Keras model named after ``arch`` (not ``mobilenetv2``).
+    ``synchronized``: batch norm statistics over all replicas (MirroredStrategy, replicas > 1)."""
     builder: Callable[..., Any] = {
         "cnn": _cnn, "dense": _dense, "fire-cnn": _fire_cnn, "cnn1d": _cnn1d,
     }[arch]
-    return builder(tuple(input_shape), num_classes)
+    return builder(tuple(input_shape), num_classes, synchronized)
 
 
-def _cnn(shape: tuple[int, ...], n: int) -> Any:
+def _cnn(shape: tuple[int, ...], n: int, sync: bool = False) -> Any:
     import keras
     from keras import layers
 
@@ -65,11 +66,11 @@ def _cnn(shape: tuple[int, ...], n: int) -> Any:
     blocks: list[Any] = [
         keras.Input(shape),
         layers.Conv2D(32, 3, padding="same", use_bias=False),
-        layers.BatchNormalization(momentum=0.9),
+        layers.BatchNormalization(momentum=0.9, synchronized=sync),
         layers.ReLU(),
         layers.MaxPooling2D(),
         layers.Conv2D(64, 3, padding="same", use_bias=False),
-        layers.BatchNormalization(momentum=0.9),
+        layers.BatchNormalization(momentum=0.9, synchronized=sync),
         layers.ReLU(),
     ]
     if pool_twice:
@@ -84,7 +85,7 @@ def _cnn(shape: tuple[int, ...], n: int) -> Any:
     return keras.Sequential(blocks, name="cnn")
 
 
-def _dense(shape: tuple[int, ...], n: int) -> Any:
+def _dense(shape: tuple[int, ...], n: int, sync: bool = False) -> Any:
     import keras
     from keras import layers
 
@@ -94,7 +95,7 @@ def _dense(shape: tuple[int, ...], n: int) -> Any:
     )
 
 
-def _fire_cnn(shape: tuple[int, ...], n: int) -> Any:
+def _fire_cnn(shape: tuple[int, ...], n: int, sync: bool = False) -> Any:
     import keras
     from keras import layers
 
@@ -120,7 +121,7 @@ def _fire_cnn(shape: tuple[int, ...], n: int) -> Any:
     )
 
 
-def _cnn1d(shape: tuple[int, ...], n: int) -> Any:
+def _cnn1d(shape: tuple[int, ...], n: int, sync: bool = False) -> Any:
     import keras
     from keras import layers
 
@@ -128,7 +129,7 @@ def _cnn1d(shape: tuple[int, ...], n: int) -> Any:
     for filters, kernel in ((16, 7), (32, 5), (64, 5), (64, 3)):
         blocks += [
             layers.Conv1D(filters, kernel, padding="same", use_bias=False),
-            layers.BatchNormalization(momentum=0.9),
+            layers.BatchNormalization(momentum=0.9, synchronized=sync),
             layers.ReLU(),
             layers.MaxPooling1D(4 if filters < 64 else 2),
         ]

@@ -69,6 +69,11 @@ class TrainConfig:
     weights: str | None = None  # mobilenetv2: imagenet (default) | none | a weights file
     fine_tune: int = 0  # mobilenetv2: then unfreeze this many top layers of the base
     fine_tune_epochs: int | None = None  # default: --epochs
+    devices: str = "auto"  # auto | cpu | N (MirroredStrategy over N replicas): mltool.train.devices
+
+    def as_job(self) -> dict[str, Any]:
+        """The options as JSON for a run elsewhere (``train --on``): where it writes is decided there."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "project")}
 
     def resolved(self) -> TrainConfig:
         """Validate and fill task defaults. Raises ConfigError with a fix hint."""
@@ -83,6 +88,9 @@ class TrainConfig:
         if cfg.window is None:
             cfg.window = self.rate_hz * 10
         check_arch(cfg.arch, info.kind)
+        from mltool.train.devices import check_batch, parse_devices
+
+        cfg.devices = parse_devices(cfg.devices)
         if cfg.arch == "mobilenetv2":
             _resolve_transfer(cfg)
         else:
@@ -99,6 +107,7 @@ class TrainConfig:
             raise ConfigError(f"--val-split {cfg.val_split} is out of range", "use a fraction such as 0.1")
         if not 0.0 < cfg.test_split < 0.9:
             raise ConfigError(f"--test-split {cfg.test_split} is out of range", "use a fraction such as 0.2")
+        check_batch(cfg.devices, cfg.batch_size)
         if cfg.limit is not None and cfg.limit < 10:
             raise ConfigError(f"--limit {cfg.limit} is too small", "use at least 10 samples")
         if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
@@ -146,6 +155,7 @@ def _resolve_transfer(cfg: TrainConfig) -> None:
 class TrainResult:
     run_dir: Path
     info: RunInfo  # what mltool.json holds
+    timings: dict[str, float] = field(default_factory=dict)  # train --on: seconds per step (connect, setup, ...)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -161,6 +171,7 @@ class TrainResult:
             "training": self.info.training,
             "metrics": {k: v for k, v in self.metrics.items() if k != "per_class"},
             "per_class": self.metrics.get("per_class", {}),
+            "ran_on": self.info.ran_on,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -264,7 +275,14 @@ def _fit_and_write(
     import_tensorflow()
     import keras
 
+    from mltool.train import devices
     from mltool.train.models import build_model
+
+    placement = devices.configure(cfg.devices, cfg.batch_size)  # before any tensor exists
+    if placement.replicas > 1:
+        log(f"training on {placement.replicas} replicas ({', '.join(placement.devices)}"
+            f"{', logical devices' if placement.logical else ''}): MirroredStrategy, global batch {cfg.batch_size}, "
+            f"{placement.per_replica_batch} per replica")
     from mltool.train.report import plot_confusion, plot_curves, plot_mistakes, write_history_csv
 
     phase("fit")
@@ -278,13 +296,16 @@ def _fit_and_write(
     if cfg.arch == "mobilenetv2":
         from mltool.train.transfer import train_mobilenetv2
 
-        model, phases, transfer = train_mobilenetv2(cfg, ds.num_classes, data, progress=progress,
-                                                    callbacks=extra_callbacks, log=log)
+        with placement.scope():  # the model is built and compiled in the strategy's scope
+            model, phases, transfer = train_mobilenetv2(cfg, ds.num_classes, data, progress=progress,
+                                                        callbacks=extra_callbacks, log=log)
     else:
-        model = build_model(cfg.arch, ds.input_shape, ds.num_classes)
-        phases = [fit_phase(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,  # type: ignore[arg-type]
-                            patience=cfg.patience, augment=cfg.augment, seed=cfg.seed, progress=progress,
-                            callbacks=extra_callbacks)]
+        with placement.scope():
+            # synchronised batch norm: with several replicas each sees only its slice of the batch
+            model = build_model(cfg.arch, ds.input_shape, ds.num_classes, synchronized=placement.replicas > 1)
+            phases = [fit_phase(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,  # type: ignore[arg-type]
+                                patience=cfg.patience, augment=cfg.augment, seed=cfg.seed, progress=progress,
+                                callbacks=extra_callbacks)]
     history = [row for p in phases for row in p.history]
     best_epoch = phases[-1].best_epoch
     stopped_early = any(p.stopped_early for p in phases)
@@ -347,6 +368,7 @@ def _fit_and_write(
             "stopped_early": stopped_early, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "patience": cfg.patience, "duration_s": round(time.monotonic() - started, 2),
             "augment": AUGMENTATIONS if cfg.augment else None,
+            "distribution": placement.record(),
             **({"transfer": transfer} if transfer is not None else {}),
         },
         metrics=metrics,
@@ -355,6 +377,7 @@ def _fit_and_write(
                "evaluation": "evaluation.json"},
         versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ran_on={"host": platform.node()},  # `train --on` adds how it got there
     )
     # Written last: a directory with mltool.json in it is a complete run.
     info.write(tmp)

@@ -135,6 +135,7 @@ class RunInfo:
     files: dict[str, str]
     versions: dict[str, str]
     created: str
+    ran_on: dict[str, Any] = field(default_factory=dict)  # host; for `train --on`: target, job, data sent
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +143,7 @@ class RunInfo:
             "input": self.input.to_dict(), "normalization": self.normalization.to_dict(), "output": self.output,
             "classes": self.classes, "dataset": asdict(self.dataset), "seed": self.seed, "training": self.training,
             "metrics": self.metrics, "files": self.files, "versions": self.versions, "created": self.created,
+            **({"ran_on": self.ran_on} if self.ran_on else {}),
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class RunInfo:
             output=d.get("output") or {}, classes=list(d["classes"]), dataset=DatasetRecord.from_dict(d["dataset"]),
             seed=int(d["seed"]), training=d.get("training") or {}, metrics=d.get("metrics") or {},
             files=d.get("files") or {"model": "model.keras"}, versions=d.get("versions") or {}, created=d.get("created") or "",
+            ran_on=d.get("ran_on") or {},
         )
 
     def write(self, run_dir: Path) -> Path:
