@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rollback": ("deploy", "rollback", "function"),
     "logs": ("deploy", "logs", "function"),
     "tunnel": ("tunnel", "tunnel", "function"),
+    "agent": ("agent", "agent", "module"),
     "datasets": ("datasets", "app", "typer"),
 }
 

@@ -47,6 +47,9 @@ class DeployConfig:
     parallel: int = 5  # fleets: hosts at a time
     batch: str | None = None  # fleets: canary batches, e.g. "1,25%,100%"
     max_fail_pct: float = 0.0
+    agent: str | None = None  # with setup: install `mltool agent URL` as a systemd unit
+    agent_labels: list[str] = field(default_factory=list)
+    agent_mqtt: dict[str, Any] = field(default_factory=dict)  # ca/cert/key/credentials files to copy there
 
     @property
     def layout(self) -> DeviceLayout:
