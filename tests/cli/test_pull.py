@@ -247,3 +247,63 @@ def test_labels_and_limit(cli, fleet, files, two_models):
     r = _deploy(cli, fleet, two_models["a"], "--upload", files.url, "--limit", "type=drone")
     assert r.exit_code == 2
     assert "--limit type=drone matches none of the 2 agents" in r.stderr and "type=camera" in r.stderr
+
+
+ACL = """user controller
+topic readwrite fleet/#
+
+# every device: only its own topics (the user name is the device name)
+pattern read fleet/agents/%u/desired/#
+pattern write fleet/agents/%u/state
+pattern write fleet/agents/%u/availability
+"""
+
+
+def test_tls_and_per_device_acl(cli, mosquitto, files, two_models, tmp_path, monkeypatch):
+    from tests.mosquitto import make_certs
+
+    tls = make_certs(tmp_path / "certs")
+    users = {"controller": "ctl-s3cret", "pi1": "pi1-s3cret", "pi2": "pi2-s3cret"}
+    broker = mosquitto.broker(users=users, tls=tls, acl=ACL).start()
+    base = f"mqtts://{{}}@127.0.0.1:{broker.port}/fleet"
+    procs = []
+
+    def agent(user: str, device: str, *extra: str) -> subprocess.Popen:
+        log = open(tmp_path / f"agent-{user}-{device}.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "mltool", "agent", base.format(user), "--device", device, "--remote-dir",
+                              str(tmp_path / user), "--mqtt-ca", str(tls.ca), *extra], stdout=log, stderr=subprocess.STDOUT,
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "MLTOOL_MQTT_PASSWORD": users[user]})
+        procs.append(p)
+        return p
+
+    try:
+        agent("pi1", "pi1", "--label", "type=camera")
+        # pi2's credentials claiming to be pi1: the ACL drops its state and its subscription.
+        agent("pi2", "pi1", "--label", "evil=yes")
+        monkeypatch.setenv("MLTOOL_MQTT_PASSWORD", users["controller"])
+        url = base.format("controller")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = cli(["releases", url, "--mqtt-ca", tls.ca, "--json"])
+            if r.exit_code == 0 and r.json()["agents"]:
+                break
+            time.sleep(0.3)
+        time.sleep(1)  # give the impersonator its chance
+        r = cli(["releases", url, "--mqtt-ca", tls.ca, "--json"])
+        assert [(a["device"], a["labels"]) for a in r.json()["agents"]] == [("pi1", {"type": "camera"})]
+        r = cli(["deploy", url, two_models["a"], "--name", "digits", "--upload", files.url, "--wait", "60",
+                 "--mqtt-ca", tls.ca, "--json"])
+        assert r.exit_code == 0, r.stderr
+        assert r.json()["counts"] == {"changed": 1}
+        assert os.readlink(tmp_path / "pi1" / "models" / "digits" / "current").endswith(_rid(two_models["a"]))
+        assert not (tmp_path / "pi2" / "models").exists()  # the impersonator never saw pi1's desired state
+        # Wrong password: refused in one line, the secret never printed.
+        monkeypatch.setenv("MLTOOL_MQTT_PASSWORD", "wrong")
+        r = cli(["releases", url, "--mqtt-ca", tls.ca])
+        assert r.exit_code == 1 and "refused the connection" in r.stderr
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(15)
+    logs = "".join(f.read_text() for f in tmp_path.glob("agent-*.log"))
+    assert "s3cret" not in logs + r.stderr + r.stdout
