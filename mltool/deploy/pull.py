@@ -158,6 +158,7 @@ class FleetView:
         self._cond = threading.Condition()
         self._barrier = f"{cfg.prefix}/controller/{uuid.uuid4().hex}"
         self._synced = False
+        self.dirty: set[str] = set()  # devices whose state changed since the controller last looked
         p = cfg.prefix
 
         def on_connect(client: Any) -> None:
@@ -181,6 +182,7 @@ class FleetView:
             elif len(parts) == 3 and parts[0] == "agents":
                 a = self.agents.setdefault(parts[1], Agent(parts[1]))
                 if parts[2] == "state":
+                    self.dirty.add(parts[1])
                     try:
                         doc = json.loads(payload) if payload else {}
                         a.state = doc if isinstance(doc, dict) else {}
@@ -188,6 +190,7 @@ class FleetView:
                         a.state = {}
                 elif parts[2] == "availability":
                     a.online = payload == b"online"
+                    self.dirty.add(parts[1])
             elif len(parts) == 2 and parts[0] == "releases":
                 try:
                     self.releases[parts[1]] = json.loads(payload) if payload else {}
@@ -353,10 +356,20 @@ def _run_batches(view: FleetView, agents: list[Any], cfg: DeployConfig, name: st
     by_name = {a.device: a for a in agents}
 
     def run_batch(group: list[Host]) -> Iterable[HostResult]:
+        waiting = {h.name for h in group}
+
+        def done() -> bool:  # under the view's lock; looks only at devices whose state changed (O(messages), not O(N^2))
+            for d in view.dirty & waiting:
+                if result_of(by_name[d], name, rollout).status != "pending":
+                    waiting.discard(d)
+            view.dirty.clear()
+            return not waiting
+
+        with view._cond:
+            view.dirty |= waiting  # answers that came before the publish (e.g. retained ones) count too
         mids = [view.publish(desired_topic(view.cfg.prefix, h.name, name), make_desired(by_name[h.name])) for h in group]
         for mi in mids:
             mi.wait_for_publish(10)
-        done = lambda: all(result_of(by_name[h.name], name, rollout).status != "pending" for h in group)  # noqa: E731
         view.wait_for(done, wait)
         with view._cond:
             return [result_of(by_name[h.name], name, rollout) for h in group]

@@ -307,3 +307,39 @@ def test_tls_and_per_device_acl(cli, mosquitto, files, two_models, tmp_path, mon
             p.wait(15)
     logs = "".join(f.read_text() for f in tmp_path.glob("agent-*.log"))
     assert "s3cret" not in logs + r.stderr + r.stdout
+
+
+def test_agent_unit_and_its_secrets_stay_off_the_command_line(sshd, ssh_keys, tmp_path, cli):
+    """`deploy HOST --setup --agent URL`: the password and the credentials file's lines go to
+    ROOT/mltool.env (0600, other keys kept), TLS files to ROOT/agent/, and the unit's command line
+    has neither (the systemd part itself needs a systemd device)."""
+    from mltool.deploy.layout import DeviceLayout
+    from mltool.deploy.service import render_agent_unit, stage_agent
+    from mltool.deploy.ssh import SshOptions
+
+    server = sshd()
+    root = tmp_path / "dev" / "mltool"
+    root.mkdir(parents=True)
+    (root / "mltool.env").write_text("MLTOOL_API_KEY=keep-me\nMLTOOL_MQTT_PASSWORD=old\n")
+    creds = tmp_path / "mqtt.env"
+    creds.write_text("MLTOOL_MQTT_USERNAME=pi1\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    opts = SshOptions(identity=ssh_keys["key"], known_hosts=tmp_path / "kh", trust_new_host=True)
+    with opts.session(server.target) as s:
+        clean, files, env = stage_agent(s, DeviceLayout(str(root)), "mqtts://pi1:t0p%2Fsecret@broker.lan/fleet",
+                                        {"ca": ca, "credentials": creds})
+    assert clean == "mqtts://pi1@broker.lan/fleet"
+    assert env == f"{root}/mltool.env" and (root / "mltool.env").stat().st_mode & 0o777 == 0o600
+    lines = sorted((root / "mltool.env").read_text().splitlines())
+    assert lines == ["MLTOOL_API_KEY=keep-me", "MLTOOL_MQTT_PASSWORD=t0p/secret", "MLTOOL_MQTT_USERNAME=pi1"]
+    assert files == {"ca": f"{root}/agent/ca.pem"} and (root / "agent" / "ca.pem").read_text() == ca.read_text()
+    unit = render_agent_unit(DeviceLayout(str(root)), clean, ["type=camera"], "/home/pi", files)
+    assert (f"ExecStart={root}/venv/bin/mltool agent mqtts://pi1@broker.lan/fleet --remote-dir {root} "
+            f"--label type=camera --mqtt-ca {root}/agent/ca.pem") in unit
+    assert "t0p" not in unit and f"EnvironmentFile=-{root}/mltool.env" in unit and "Restart=always" in unit
+    # --label without --agent, --agent without --setup: usage errors before any host is touched
+    r = cli(["deploy", "pi@127.0.0.1:9", "--label", "type=camera"])
+    assert r.exit_code == 2 and "--label goes with --setup --agent URL" in r.stderr
+    r = cli(["deploy", "pi@127.0.0.1:9", "--agent", "mqtt://b/fleet"])
+    assert r.exit_code == 2 and "--agent installs the pull agent during --setup" in r.stderr
