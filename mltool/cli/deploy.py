@@ -90,7 +90,7 @@ def deploy(
         fleet = deploy_pull(_pull_config(args[0], mqtt_files, limit, wait, upload, artifacts, keep, name), model, cfg,
                             on_start=start, on_result=show)
     else:
-        if agent is not None:
+        if agent is not None or label:
             cfg = dataclasses.replace(cfg, agent=agent, agent_labels=list(label or []),
                                       agent_mqtt={k: v for k, v in mqtt_files.items() if v is not None})
         fleet = run_deploy(args, cfg, inventory=inventory, limit=limit, on_start=start, on_result=show)
