@@ -110,7 +110,6 @@ def run(n: int, tmp: Path, model: Path, probe: bool, offline_s: float) -> dict:
     for a in offline:
         a.stop()
     broker_cpu0 = proc_cpu(broker.proc.pid)
-    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t_pub = time.time()
     ctl = subprocess.Popen([sys.executable, "-m", "mltool", "deploy", url, str(model), "--name", "m", "--upload", files.url,
                             "--wait", str(offline_s + 240), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -128,11 +127,20 @@ def run(n: int, tmp: Path, model: Path, probe: bool, offline_s: float) -> dict:
     t_back_holder: list[float] = []
     th = threading.Thread(target=lambda: (come_back(), t_back_holder.append(time.time())))
     th.start()
-    out, err = ctl.communicate()
-    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The controller's own CPU time: wait4 on its pid (RUSAGE_CHILDREN would also count the
+    # in-process agents' release-step processes).
+    pipes: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: pipes.__setitem__(k, f.read())) for k, f in (("out", ctl.stdout), ("err", ctl.stderr))]
+    for r in readers:
+        r.start()
+    _, status, ru = os.wait4(ctl.pid, 0)
+    ctl.returncode = os.waitstatus_to_exitcode(status)
+    for r in readers:
+        r.join()
+    out, err = pipes["out"], pipes["err"]
     th.join()
     broker_cpu = proc_cpu(broker.proc.pid) - broker_cpu0
-    ctl_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    ctl_cpu = ru.ru_utime + ru.ru_stime
     res = json.loads(out) if out.strip() else {"counts": {}, "hosts": []}
     time.sleep(1)
     with view._cond:
