@@ -109,6 +109,7 @@ def download(url: str, part: Path, sha256: str, size: int, *, timeout: float = 3
     """Fetch ``url`` into ``part``, resuming what is already there with ``Range``; never more than
     ``size`` bytes. Raises :class:`AgentError` unless the file ends with exactly ``size`` bytes
     and ``sha256``. Returns the bytes transferred now."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -149,8 +150,8 @@ def download(url: str, part: Path, sha256: str, size: int, *, timeout: float = 3
             last = f"{exc.code} {exc.reason}"
             if exc.code in (401, 403, 404, 410):
                 break
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            last = str(getattr(exc, "reason", None) or exc)
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+            last = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
         time.sleep(min(2 ** attempt, 10))
     have = part.stat().st_size if part.exists() else 0
     if have != size:

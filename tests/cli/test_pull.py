@@ -343,3 +343,26 @@ def test_agent_unit_and_its_secrets_stay_off_the_command_line(sshd, ssh_keys, tm
     assert r.exit_code == 2 and "--label goes with --setup --agent URL" in r.stderr
     r = cli(["deploy", "pi@127.0.0.1:9", "--agent", "mqtt://b/fleet"])
     assert r.exit_code == 2 and "--agent installs the pull agent during --setup" in r.stderr
+
+
+def test_download_resumes_with_range_and_is_bounded(files, tmp_path):
+    import hashlib
+
+    from mltool.deploy.agent import AgentError, download
+
+    data = os.urandom(300_000)
+    (files.root / "m.tflite").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    part = tmp_path / "m.part"
+    files.fail_after = 100_000  # the first transfer breaks after 100 kB
+    assert download(f"{files.url}/m.tflite", part, sha, len(data), timeout=5) == len(data)
+    assert part.read_bytes() == data
+    assert [q[2] for q in files.requests] == [None, "bytes=100000-"]  # the rest only, not all again
+    # More bytes than the desired state says: refused, whatever the server claims.
+    with pytest.raises(AgentError) as e:
+        download(f"{files.url}/m.tflite", tmp_path / "small.part", sha, len(data) - 1, timeout=5)
+    assert f"is {len(data)} bytes, the desired state says {len(data) - 1}: refused" in e.value.message
+    # A missing file: no endless retries, one line with the status.
+    with pytest.raises(AgentError) as e:
+        download(f"{files.url}/nope.tflite", tmp_path / "n.part", sha, 10, timeout=5)
+    assert "404" in e.value.message and "0 of 10 bytes" in e.value.message
