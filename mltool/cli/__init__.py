@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("deploy", "logs", "function"),
     "tunnel": ("tunnel", "tunnel", "function"),
     "agent": ("agent", "agent", "module"),
+    "export": ("export", "app", "typer"),
     "datasets": ("datasets", "app", "typer"),
 }
 
