@@ -159,9 +159,14 @@ class FleetView:
         self._barrier = f"{cfg.prefix}/controller/{uuid.uuid4().hex}"
         self._synced = False
         self.dirty: set[str] = set()  # devices whose state changed since the controller last looked
+        # What this controller published (retained): published again after a reconnect, so a
+        # broker that was killed (and lost what it had not saved) still gets the rollout.
+        self.published: dict[str, bytes] = {}
         p = cfg.prefix
 
         def on_connect(client: Any) -> None:
+            for topic, payload in list(self.published.items()):
+                client.publish(topic, payload, qos=1, retain=True)
             client.subscribe([(f"{p}/agents/+/state", 1), (f"{p}/agents/+/availability", 1),
                               (f"{p}/releases/+", 1), (self._barrier, 1)])
             # Retained messages come right after the subscription: this one comes after them.
@@ -217,11 +222,22 @@ class FleetView:
         return sorted(chosen, key=lambda a: a.device)
 
     def publish(self, topic: str, doc: dict[str, Any] | None) -> Any:
-        return self.client.publish(topic, json.dumps(doc).encode() if doc is not None else b"", qos=1, retain=True)
+        payload = json.dumps(doc).encode() if doc is not None else b""
+        self.published[topic] = payload
+        return self.client.publish(topic, payload, qos=1, retain=True)
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _settle(info: Any, timeout: float = 10.0) -> None:
+    """Wait (bounded) for the broker's acknowledgement. Disconnected now: paho keeps the message,
+    and FleetView publishes it again on reconnect anyway."""
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError):
+        pass
 
 
 def parse_limit(limit: str) -> list[tuple[str | None, str]]:
@@ -369,7 +385,7 @@ def _run_batches(view: FleetView, agents: list[Any], cfg: DeployConfig, name: st
             view.dirty |= waiting  # answers that came before the publish (e.g. retained ones) count too
         mids = [view.publish(desired_topic(view.cfg.prefix, h.name, name), make_desired(by_name[h.name])) for h in group]
         for mi in mids:
-            mi.wait_for_publish(10)
+            _settle(mi)
         view.wait_for(done, wait)
         with view._cond:
             return [result_of(by_name[h.name], name, rollout) for h in group]
@@ -417,7 +433,7 @@ def _record_release(view: FleetView, name: str, desired: dict[str, Any]) -> None
     entry = {k: desired[k] for k in ("release", "sha256", "size", "url", "manifest", "published_at")}
     doc = {"name": name, "current": desired["release"], "history": (hist + [entry])[-HISTORY:]}
     view.releases[name] = doc
-    view.publish(releases_topic(view.cfg.prefix, name), doc).wait_for_publish(10)
+    _settle(view.publish(releases_topic(view.cfg.prefix, name), doc))
 
 
 def fleet_releases(pc: PullConfig, name: str | None = None) -> dict[str, Any]:
@@ -469,7 +485,7 @@ def fleet_rollback(pc: PullConfig, name: str | None = None, to: str | None = Non
         desired = {"name": name, **{k: entry[k] for k in ("release", "sha256", "size", "url", "manifest")}, "rollout": rollout,
                    "keep": pc.keep, "published_at": time.time(), "rollback": True}
         view.releases[name] = dict(doc, current=entry["release"])
-        view.publish(releases_topic(view.cfg.prefix, name), view.releases[name]).wait_for_publish(10)
+        _settle(view.publish(releases_topic(view.cfg.prefix, name), view.releases[name]))
         fleet = _run_batches(view, agents, cfg, name, lambda a: desired, rollout, pc.wait, on_result)
         return fleet
     finally:
