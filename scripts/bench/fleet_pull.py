@@ -1,16 +1,18 @@
 #!/usr/bin/env python
 """Issue #21: a simulated pull fleet on one loopback Mosquitto, measured in one run.
 
-N agents in this process (the same :class:`mltool.deploy.agent.Agent` code, each with its own
-MQTT client and device root; their release work on a shared pool of 8 threads) plus 3 real
-`mltool agent` processes; a ~1 MB model PUT to a loopback HTTP server; 10% of the in-process
+N simulated agents (the same :class:`mltool.deploy.agent.Agent` code, each with its own MQTT
+client and device root; release work on a pool of 8 threads per host process) in host processes
+of at most 225 agents each (paho's network loop uses select(), which cannot watch file
+descriptors above 1,023: 1,000 clients do not fit in one process), plus 3 real `mltool agent`
+processes; a ~1 MB model PUT to a loopback HTTP server; 10% of the in-process
 agents offline during the rollout and back 30 s after the publish. The controller is the real
 `mltool deploy mqtt://...` command (a child process, so its CPU time is its own).
 
 Printed per N: publish -> ok per device (p50, p99) for the devices online at the publish; the
 whole fleet converged (seconds after the publish, and after the last device came back online);
 broker CPU seconds; controller CPU per device; agent idle RSS (a real agent process; and the
-in-process agents' RSS per agent).
+simulated agents' host processes' RSS divided by their agents).
 
 The in-process agents run with --no-probe by default (each probe starts the device's runtime,
 ~0.3 s of CPU: on a real fleet that runs on each device's own CPU, here 1,000 of them would share
@@ -75,60 +77,81 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def run(n: int, tmp: Path, model: Path, probe: bool, offline_s: float) -> dict:
+PER_PROCESS = 225  # paho's network loop uses select(): at most 1,024 file descriptors (3 per client) per process
+
+
+def serve_agents(url: str, root: str, start: int, count: int, probe: bool) -> None:
+    """A host process for simulated agents sim<start>..: the same Agent code, each with its own MQTT
+    client and device root, release work on a shared pool of 8 threads; runs until SIGTERM."""
+    import signal
+
     from mltool.deploy.agent import Agent, AgentConfig
+    from mltool.report.config import MqttOptions
+
+    pool = ThreadPoolExecutor(8)
+    agents = []
+    for i in range(start, start + count):
+        cfg = AgentConfig(mqtt=MqttOptions(url=url, device=f"sim{i:04d}").resolve(), labels={"kind": "sim"},
+                          root=f"{root}/sim{i:04d}", probe=probe)
+        agents.append(Agent(cfg, executor=pool))
+        agents[-1].start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+    for a in agents:
+        a.stop()
+
+
+def run(n: int, tmp: Path, model: Path, probe: bool, offline_s: float) -> dict:
     from mltool.deploy.pull import FleetView
     from mltool.report.config import MqttOptions
 
     broker = Broker(tmp / "broker").start()
     files = ArtifactServer(tmp / "files").start()
     url = broker.url("bench")
-    pool = ThreadPoolExecutor(8)
-    rss0 = rss_mb()
-
-    def make(i: int) -> Agent:
-        cfg = AgentConfig(mqtt=MqttOptions(url=url, device=f"sim{i:04d}").resolve(), labels={"kind": "sim"},
-                          root=str(tmp / "devices" / f"sim{i:04d}"), probe=probe)
-        return Agent(cfg, executor=pool)
-
-    agents = [make(i) for i in range(n)]
-    for a in agents:
-        a.start()
-    real = []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    devices = tmp / "devices"
+
+    def host(start: int, count: int) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, __file__, "--serve-agents", url, str(devices), str(start), str(count),
+                              *(["--probe"] if probe else [])], stdout=subprocess.PIPE, text=True, env=env)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        return p
+
+    n_off = max(1, n // 10)
+    online_hosts = [host(s, min(PER_PROCESS, n - s)) for s in range(n_off, n, PER_PROCESS)]
+    offline_host = host(0, n_off)
+    real = []
     for i in range(3):
         log = open(tmp / f"real{i}.log", "w")
         real.append(subprocess.Popen([sys.executable, "-m", "mltool", "agent", url, "--device", f"real{i}", "--label", "kind=real",
-                                      "--remote-dir", str(tmp / "devices" / f"real{i}")], stdout=log, stderr=subprocess.STDOUT, env=env))
+                                      "--remote-dir", str(devices / f"real{i}")], stdout=log, stderr=subprocess.STDOUT, env=env))
     view = FleetView(MqttOptions(url=url, device="bench-view").resolve())
-    assert view.wait_for(lambda: sum(1 for a in view.agents.values() if a.state) == n + 3, 120), "agents did not report"
-    time.sleep(2)
-    rss_sim = (rss_mb() - rss0) / n
+    assert view.wait_for(lambda: sum(1 for a in view.agents.values() if a.state) == n + 3, 180), "agents did not report"
+    time.sleep(3)
     rss_real = statistics.median(rss_mb(p.pid) for p in real)
+    rss_hosts = sum(rss_mb(p.pid) for p in online_hosts)
+    n_online = n - n_off
+    offline_host.terminate()  # 10% go offline (they said so: availability "offline")
+    offline_host.wait(60)
 
-    offline = agents[: max(1, n // 10)]
-    for a in offline:
-        a.stop()
     broker_cpu0 = proc_cpu(broker.proc.pid)
-    t_pub = time.time()
+    t_start = time.time()
     ctl = subprocess.Popen([sys.executable, "-m", "mltool", "deploy", url, str(model), "--name", "m", "--upload", files.url,
-                            "--wait", str(offline_s + 240), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            "--wait", str(offline_s + 300), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=env)
-
-    back: list[Agent] = []
+    t_back: list[float] = []
+    back: list[subprocess.Popen] = []
 
     def come_back() -> None:
         time.sleep(offline_s)
-        for a in offline:
-            b = make(int(a.device[3:]))
-            b.start()
-            back.append(b)
+        t_back.append(time.time())
+        back.append(host(0, n_off))
 
-    t_back_holder: list[float] = []
-    th = threading.Thread(target=lambda: (come_back(), t_back_holder.append(time.time())))
+    th = threading.Thread(target=come_back)
     th.start()
-    # The controller's own CPU time: wait4 on its pid (RUSAGE_CHILDREN would also count the
-    # in-process agents' release-step processes).
+    # The controller's own CPU time: wait4 on its pid (RUSAGE_CHILDREN would count other children).
     pipes: dict[str, str] = {}
     readers = [threading.Thread(target=lambda k=k, f=f: pipes.__setitem__(k, f.read())) for k, f in (("out", ctl.stdout), ("err", ctl.stderr))]
     for r in readers:
@@ -145,28 +168,26 @@ def run(n: int, tmp: Path, model: Path, probe: bool, offline_s: float) -> dict:
     time.sleep(1)
     with view._cond:
         states = {d: a.model("m") for d, a in view.agents.items()}
-        t_start = t_pub
         # latencies from the desired state's publish (after the controller's start-up and the PUT)
-        t_pub = float((view.releases.get("m") or {}).get("history", [{}])[-1].get("published_at") or t_pub)
-    offline_names = {a.device for a in offline}
+        t_pub = float((view.releases.get("m") or {}).get("history", [{}])[-1].get("published_at") or t_start)
+    offline_names = {f"sim{i:04d}" for i in range(n_off)}
     online_lat = [s["updated"] - t_pub for d, s in states.items() if s.get("state") == "ok" and d not in offline_names]
-    back_lat = [s["updated"] - t_back_holder[0] for d, s in states.items() if s.get("state") == "ok" and d in offline_names]
+    back_lat = [s["updated"] - t_back[0] for d, s in states.items() if s.get("state") == "ok" and d in offline_names]
     ok = sum(1 for s in states.values() if s.get("state") == "ok")
     last = max((s["updated"] for s in states.values() if s.get("state") == "ok"), default=float("nan"))
     view.close()
-    for a in [*agents[len(offline):], *back]:
-        a.stop()
-    for p in real:
+    for p in [*online_hosts, *back, *real]:
         p.terminate()
-        p.wait(15)
-    pool.shutdown()
+        p.wait(60)
     files.stop()
     broker.stop()
-    return {"n": n + 3, "ok": ok, "publish_after_start_s": t_pub - t_start, "counts": res.get("counts"), "controller_rc": ctl.returncode, "p50": pct(online_lat, 50),
-            "p99": pct(online_lat, 99), "back_p50": pct(back_lat, 50), "back_p99": pct(back_lat, 99),
-            "converged_after_publish": last - t_pub, "converged_after_last_back": last - t_back_holder[0],
+    return {"n": n + 3, "ok": ok, "publish_after_start_s": t_pub - t_start, "counts": res.get("counts"),
+            "controller_rc": ctl.returncode, "p50": pct(online_lat, 50), "p99": pct(online_lat, 99),
+            "back_p50": pct(back_lat, 50), "back_p99": pct(back_lat, 99),
+            "converged_after_publish": last - t_pub, "converged_after_last_back": last - t_back[0],
             "broker_cpu_s": broker_cpu, "controller_cpu_ms_per_device": 1000 * ctl_cpu / (n + 3), "controller_cpu_s": ctl_cpu,
-            "rss_real_mb": rss_real, "rss_sim_mb_per_agent": rss_sim, "stderr_tail": err[-300:] if ctl.returncode not in (0,) else ""}
+            "rss_real_mb": rss_real, "rss_sim_mb_per_agent": rss_hosts / n_online, "host_processes": len(online_hosts) + 1,
+            "stderr_tail": err[-300:] if ctl.returncode != 0 else ""}
 
 
 def ssh_push(hosts: int, tmp: Path, model: Path) -> dict:
@@ -202,8 +223,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="*", default=[200, 1000], help="fleet sizes (none: only the SSH push)")
     ap.add_argument("--probe", action="store_true", help="probe in the in-process agents too")
     ap.add_argument("--offline-s", type=float, default=30.0)
+    ap.add_argument("--serve-agents", nargs=4, metavar=("URL", "ROOT", "START", "COUNT"), help=argparse.SUPPRESS)
     ap.add_argument("--ssh-hosts", type=int, default=10, help="also push the release over SSH to this many emulated hosts (0: skip)")
     args = ap.parse_args()
+    if args.serve_agents:
+        u, r, start, count = args.serve_agents
+        serve_agents(u, r, int(start), int(count), args.probe)
+        return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 MQTT clients, their pipes and files
     cache = Path(tempfile.gettempdir()) / "mltool-bench-fleet"
