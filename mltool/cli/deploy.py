@@ -90,6 +90,10 @@ def deploy(
         fleet = deploy_pull(_pull_config(args[0], mqtt_files, limit, wait, upload, artifacts, keep, name), model, cfg,
                             on_start=start, on_result=show)
     else:
+        if upload is not None or artifacts is not None:
+            from mltool.errors import ConfigError
+
+            raise ConfigError("--upload and --artifacts are for pull deploys", "deploy to mqtt[s]://broker/PREFIX (see docs/fleet-pull.md)")
         if agent is not None or label:
             cfg = dataclasses.replace(cfg, agent=agent, agent_labels=list(label or []),
                                       agent_mqtt={k: v for k, v in mqtt_files.items() if v is not None})

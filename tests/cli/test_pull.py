@@ -367,3 +367,16 @@ def test_download_resumes_with_range_and_is_bounded(files, tmp_path):
     with pytest.raises(AgentError) as e:
         download(f"{files.url}/nope.tflite", tmp_path / "n.part", sha, 10, timeout=5)
     assert "404" in e.value.message and "0 of 10 bytes" in e.value.message
+
+
+def test_pull_usage_errors(cli, two_models):
+    r = cli(["deploy", "mqtt://127.0.0.1:9/fleet", two_models["a"]])
+    assert r.exit_code == 2 and "a pull deploy needs --upload URL or --artifacts URL" in r.stderr
+    r = cli(["deploy", "pi@127.0.0.1:9", two_models["a"], "--upload", "http://127.0.0.1:9/m"])
+    assert r.exit_code == 2 and "--upload and --artifacts are for pull deploys" in r.stderr
+    r = cli(["deploy", "mqtt://127.0.0.1:9/fleet", two_models["a"], "--artifacts", "http://x/m", "--wait", "0"])
+    assert r.exit_code == 2 and "--wait 0 must be positive" in r.stderr
+    r = cli(["agent", "mqtt://127.0.0.1:9/fleet", "--label", "type"])
+    assert r.exit_code == 2 and "--label 'type' is not KEY=VALUE" in r.stderr
+    r = cli(["agent", "mqtt://u:hunter2@127.0.0.1:9/fleet?x"])
+    assert r.exit_code == 2 and "hunter2" not in r.stderr and "***" in r.stderr
