@@ -14,7 +14,7 @@ APT_PACKAGES=(dataset-fashion-mnist openssh-client)
 if [ "${1:-}" = "--test" ]; then
   # a real sshd for deploy tests; a real headless browser for serve's live page; a real MQTT
   # broker and client for MQTT tests
-  APT_PACKAGES+=(openssh-server chromium mosquitto mosquitto-clients)
+  APT_PACKAGES+=(openssh-server chromium mosquitto mosquitto-clients mender-client mender-artifact)
 fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

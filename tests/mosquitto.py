@@ -86,13 +86,14 @@ def make_certs(out: Path, name: str = "mltool test CA") -> Tls:
 
 class Broker:
     def __init__(self, workdir: Path, *, port: int | None = None, users: dict[str, str] | None = None,
-                 tls: Tls | None = None, require_client_cert: bool = False) -> None:
+                 tls: Tls | None = None, require_client_cert: bool = False, acl: str | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.users = users
         self.tls = tls
         self.require_client_cert = require_client_cert
+        self.acl = acl  # mosquitto acl_file text (user/topic/pattern lines)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "mosquitto.log"
 
@@ -110,6 +111,9 @@ class Broker:
                 subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(pw), user, password],
                                check=True, capture_output=True)
             lines.append(f"password_file {pw}")
+        if self.acl is not None:
+            (self.dir / "acl").write_text(self.acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
         if self.tls:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}", f"keyfile {self.tls.server_key}"]
             if self.require_client_cert:

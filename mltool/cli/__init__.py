@@ -58,6 +58,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rollback": ("deploy", "rollback", "function"),
     "logs": ("deploy", "logs", "function"),
     "tunnel": ("tunnel", "tunnel", "function"),
+    "agent": ("agent", "agent", "module"),
+    "export": ("export", "app", "typer"),
     "datasets": ("datasets", "app", "typer"),
 }
 

@@ -134,3 +134,11 @@ def mqtt_reporter(mqtt: Any, console: Any) -> Any:
     reporter = MqttReporter(mqtt.resolve(), log=lambda m: console.print(f"mqtt: {m}", style="yellow", markup=False, soft_wrap=True))
     reporter.connect()
     return reporter
+
+
+# The broker options of the pull commands (agent; deploy/releases/rollback on an mqtt:// URL): the
+# same files and credentials as infer's --mqtt, under the same names.
+MqttCaOpt = Annotated[Optional[Path], typer.Option("--mqtt-ca", help="CA certificate (PEM) for mqtts:// (default: system CAs).")]
+MqttCertOpt = Annotated[Optional[Path], typer.Option("--mqtt-cert", help="Client certificate (PEM) for mqtts://.")]
+MqttKeyOpt = Annotated[Optional[Path], typer.Option("--mqtt-key", help="Client certificate's private key (PEM).")]
+MqttCredentialsOpt = Annotated[Optional[Path], typer.Option("--mqtt-credentials", help="KEY=VALUE file with MLTOOL_MQTT_USERNAME/PASSWORD (default: ~/.mltool/mqtt.env if present).")]

@@ -7,8 +7,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mltool.cli._options import JsonOpt, ssh_options
+from mltool.cli._options import (
+    JsonOpt,
+    MqttCaOpt,
+    MqttCertOpt,
+    MqttCredentialsOpt,
+    MqttKeyOpt,
+    ssh_options,
+)
 
+WaitOpt = Annotated[float, typer.Option("--wait", help="mqtt:// fleets: seconds to wait for each batch's devices; those that do not answer are reported pending (exit 5) and converge when they come back.")]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Model name on the device (default: the model's task, else its file name).")]
 
 
@@ -28,19 +36,31 @@ def deploy(
     service: Annotated[Optional[str], typer.Option("--service", help='Install a systemd unit running this mltool command on the current release, e.g. "infer --camera --alert-threshold 0.8".')] = None,
     no_probe: Annotated[bool, typer.Option("--no-probe", help="Skip the on-device load-and-run check (not recommended).")] = False,
     command_timeout: Annotated[float, typer.Option("--command-timeout", help="Seconds before a remote command is abandoned.")] = 120.0,
+    wait: WaitOpt = 300.0,
+    upload: Annotated[Optional[str], typer.Option("--upload", help="mqtt:// fleets: PUT the model to URL/NAME/RELEASE/model.tflite, where the agents download it.")] = None,
+    artifacts: Annotated[Optional[str], typer.Option("--artifacts", help="mqtt:// fleets: the model is already at URL/NAME/RELEASE/model.tflite.")] = None,
+    agent: Annotated[Optional[str], typer.Option("--agent", metavar="URL", help="With --setup: install `mltool agent URL` as a systemd unit (with --label).")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="With --setup --agent: the agent's KEY=VALUE labels, repeatable.")] = None,
+    mqtt_ca: MqttCaOpt = None,
+    mqtt_cert: MqttCertOpt = None,
+    mqtt_key: MqttKeyOpt = None,
+    mqtt_credentials: MqttCredentialsOpt = None,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
     remote_dir: str,
 ) -> None:
     """Upload MODEL to each target as a verified release, probe it there, then switch `current`
-    atomically. Identical content sends 0 bytes. Exit 3 if a host failed, 4 if one was unreachable."""
+    atomically. Identical content sends 0 bytes. Exit 3 if a host failed, 4 if one was unreachable.
+    Devices beyond SSH reach: `mltool deploy mqtt[s]://broker/PREFIX MODEL --upload URL` publishes
+    the release to `mltool agent`s (exit 5 if some have not answered yet)."""
     import dataclasses
 
     from mltool.cli._output import print_json, stderr_console
     from mltool.deploy import DeployConfig
     from mltool.deploy import deploy as run_deploy
 
+    mqtt_files = {"ca": mqtt_ca, "cert": mqtt_cert, "key": mqtt_key, "credentials": mqtt_credentials}
     args = list(targets)
     model: Path | None = None
     if args and (Path(args[-1]).suffix == ".tflite" or Path(args[-1]).is_dir()):
@@ -57,16 +77,46 @@ def deploy(
 
     def show(r: Any) -> None:
         color = {"changed": "green", "unchanged": "cyan", "ready": "green", "failed": "red", "unreachable": "red",
-                 "skipped": "yellow"}[r.status]
+                 "skipped": "yellow", "rolled_back": "red", "pending": "yellow"}[r.status]
         console.print(f"[{color}]{r.status:<11}[/{color}] {r.host}  {r.message}", soft_wrap=True)
 
-    fleet = run_deploy(args, cfg, inventory=inventory, limit=limit, on_start=start, on_result=show)
+    if args and _is_mqtt(args[0]):
+        if len(args) != 1 or model is None:
+            from mltool.errors import ConfigError
+
+            raise ConfigError("a pull deploy takes one broker URL and one MODEL", "mltool deploy mqtt://broker/PREFIX MODEL --upload URL")
+        from mltool.deploy.pull import deploy_pull
+
+        fleet = deploy_pull(_pull_config(args[0], mqtt_files, limit, wait, upload, artifacts, keep, name), model, cfg,
+                            on_start=start, on_result=show)
+    else:
+        if upload is not None or artifacts is not None:
+            from mltool.errors import ConfigError
+
+            raise ConfigError("--upload and --artifacts are for pull deploys", "deploy to mqtt[s]://broker/PREFIX (see docs/fleet-pull.md)")
+        if agent is not None or label:
+            cfg = dataclasses.replace(cfg, agent=agent, agent_labels=list(label or []),
+                                      agent_mqtt={k: v for k, v in mqtt_files.items() if v is not None})
+        fleet = run_deploy(args, cfg, inventory=inventory, limit=limit, on_start=start, on_result=show)
     _render(console, fleet)
     if json_out:
         print_json(fleet.as_dict())
     code = fleet.exit_code()
     if code:
         raise typer.Exit(code)
+
+
+def _is_mqtt(value: str) -> bool:
+    return value.startswith(("mqtt://", "mqtts://"))
+
+
+def _pull_config(url: str, files: dict[str, Any], limit: Optional[str], wait: float, upload: Optional[str] = None,
+                 artifacts: Optional[str] = None, keep: int = 3, name: Optional[str] = None) -> Any:
+    from mltool.deploy.pull import PullConfig
+    from mltool.report.config import MqttOptions
+
+    return PullConfig(url=url, mqtt=MqttOptions(url=url, **files), limit=limit, wait=wait, upload=upload, artifacts=artifacts,
+                      keep=keep, name=name)
 
 
 def _render(console: Any, fleet: Any) -> None:
@@ -113,19 +163,53 @@ def _render(console: Any, fleet: Any) -> None:
 
 @ssh_options
 def releases(
-    target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="Only this model (default: every model on the device).")] = None,
+    target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT], or mqtt[s]://broker/PREFIX for a pull fleet", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Only this model (default: every model on the device or fleet).")] = None,
+    limit: Annotated[Optional[str], typer.Option("--limit", help="mqtt:// fleets: only agents with these labels, e.g. type=camera,site=b.")] = None,
+    mqtt_ca: MqttCaOpt = None,
+    mqtt_cert: MqttCertOpt = None,
+    mqtt_key: MqttKeyOpt = None,
+    mqtt_credentials: MqttCredentialsOpt = None,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
     remote_dir: str,
 ) -> None:
-    """List the releases on a device and which one is current."""
+    """List the releases on a device and which one is current (on an mqtt:// URL: the fleet's
+    release history and every agent's state, from the broker's retained messages)."""
     import datetime
 
     from rich.table import Table
 
     from mltool.cli._output import print_json, stderr_console
+
+    if _is_mqtt(target):
+        from mltool.deploy.pull import fleet_releases
+
+        files = {"ca": mqtt_ca, "cert": mqtt_cert, "key": mqtt_key, "credentials": mqtt_credentials}
+        res = fleet_releases(_pull_config(target, files, limit, 1.0), name)
+        console = stderr_console()
+        for model, doc in res["models"].items():
+            t = Table(title=f"{model} releases on {res['broker']}")
+            for c in ("release", "current", "size", "published", "url"):
+                t.add_column(c)
+            for h in doc.get("history", []):
+                when = datetime.datetime.fromtimestamp(h["published_at"]).strftime("%Y-%m-%d %H:%M:%S")
+                t.add_row(h["release"], "*" if h["release"] == doc.get("current") else "", f"{h['size']:,}", when, h["url"])
+            console.print(t)
+        t = Table(title="agents")
+        for c in ("device", "online", "labels", "model", "release", "previous", "state", "error"):
+            t.add_column(c)
+        for a in res["agents"]:
+            labels = ",".join(f"{k}={v}" for k, v in a["labels"].items())
+            online = {True: "yes", False: "no", None: "?"}[a["online"]]
+            for model, m in (a["models"] or {"-": {}}).items():
+                t.add_row(a["device"], online, labels, model, str(m.get("release") or "-"), str(m.get("previous") or "-"),
+                          str(m.get("state") or "-"), str(m.get("error") or ""))
+        console.print(t)
+        if json_out:
+            print_json(res)
+        return
     from mltool.deploy import list_releases
 
     res = list_releases(target, ssh, remote_dir, name)
@@ -144,16 +228,37 @@ def releases(
 
 @ssh_options
 def rollback(
-    target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT]", show_default=False)],
+    target: Annotated[str, typer.Argument(help="[USER@]HOST[:PORT], or mqtt[s]://broker/PREFIX for a pull fleet", show_default=False)],
     to: Annotated[Optional[str], typer.Option("--to", help="Release id (or a unique prefix); default: the one before current.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="The model to roll back (default: the device's only model).")] = None,
+    limit: Annotated[Optional[str], typer.Option("--limit", help="mqtt:// fleets: only agents with these labels.")] = None,
+    wait: WaitOpt = 300.0,
+    mqtt_ca: MqttCaOpt = None,
+    mqtt_cert: MqttCertOpt = None,
+    mqtt_key: MqttKeyOpt = None,
+    mqtt_credentials: MqttCredentialsOpt = None,
     json_out: JsonOpt = False,
     *,
     ssh: Any,
     remote_dir: str,
 ) -> None:
-    """Switch a device's `current` back to an earlier release in one atomic step."""
+    """Switch a device's `current` back to an earlier release in one atomic step (on an mqtt://
+    URL: publish the fleet's previous release as the desired state)."""
     from mltool.cli._output import print_json, stderr_console
+
+    if _is_mqtt(target):
+        from mltool.deploy.pull import fleet_rollback
+
+        console = stderr_console()
+        files = {"ca": mqtt_ca, "cert": mqtt_cert, "key": mqtt_key, "credentials": mqtt_credentials}
+        fleet = fleet_rollback(_pull_config(target, files, limit, wait), name, to,
+                               on_result=lambda r: console.print(f"{r.status:<11} {r.host}  {r.message}", soft_wrap=True, markup=False))
+        _render(console, fleet)
+        if json_out:
+            print_json(fleet.as_dict())
+        if fleet.exit_code():
+            raise typer.Exit(fleet.exit_code())
+        return
     from mltool.deploy import rollback as do_rollback
 
     res = do_rollback(target, ssh, remote_dir, name, to)

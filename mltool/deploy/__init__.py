@@ -1,4 +1,5 @@
-"""Deploy models to devices over SSH: releases, rollback, fleets, services.
+"""Deploy models to devices over SSH: releases, rollback, fleets, services; or through the MQTT
+broker to `mltool agent`s (pull); or as a Mender artifact.
 
     from mltool.deploy import DeployConfig, deploy
     fleet = deploy(["pi@raspberrypi.local"], DeployConfig(model="runs/train/fire-1"))
@@ -14,6 +15,9 @@ _EXPORTS = {
     "list_releases": "mltool.deploy.host", "rollback": "mltool.deploy.host",
     "SshOptions": "mltool.deploy.ssh", "DeviceLayout": "mltool.deploy.layout",
     "service_logs": "mltool.deploy.service",
+    "PullConfig": "mltool.deploy.pull", "deploy_pull": "mltool.deploy.pull", "fleet_releases": "mltool.deploy.pull",
+    "fleet_rollback": "mltool.deploy.pull", "AgentConfig": "mltool.deploy.agent", "run_agent": "mltool.deploy.agent",
+    "export_mender": "mltool.deploy.mender",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,6 +4,7 @@ from mltool.errors import MltoolError
 
 EXIT_FAILED = 3  # some hosts failed
 EXIT_UNREACHABLE = 4  # some hosts unreachable (none failed)
+EXIT_PENDING = 5  # pull deploys: some devices have not answered yet (none failed); they converge when back
 
 
 class DeployError(MltoolError):

@@ -14,13 +14,13 @@ Ansible's own ``all: {hosts: ..., children: {group: {hosts: ...}}}`` layout is a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltool.deploy.errors import EXIT_FAILED, EXIT_UNREACHABLE
+from mltool.deploy.errors import EXIT_FAILED, EXIT_PENDING, EXIT_UNREACHABLE
 from mltool.deploy.host import Artifact, DeployConfig, HostResult, deploy_host, resolve_artifact
 from mltool.errors import ConfigError, DataError, did_you_mean
 
@@ -162,10 +162,12 @@ class FleetResult:
 
     def exit_code(self) -> int:
         c = self.counts()
-        if c.get("failed"):
+        if c.get("failed") or c.get("rolled_back"):
             return EXIT_FAILED
         if c.get("unreachable") or c.get("skipped"):
             return EXIT_UNREACHABLE if c.get("unreachable") else EXIT_FAILED
+        if c.get("pending"):  # pull deploys: not answered yet, the desired state stays retained
+            return EXIT_PENDING
         return 0
 
 
@@ -213,7 +215,10 @@ def deploy(
 
 
 def rollout(hosts: list[Host], cfg: DeployConfig, artifact: Artifact | None, *,
-            on_result: Callable[[HostResult], None] = lambda r: None) -> FleetResult:
+            on_result: Callable[[HostResult], None] = lambda r: None,
+            run_batch: Callable[[list[Host]], Iterable[HostResult]] | None = None) -> FleetResult:
+    """Canary batches with the one stop rule. ``run_batch`` deploys one batch (default: SSH,
+    ``cfg.parallel`` hosts at a time; the MQTT pull controller passes its own)."""
     parallel, batch, max_fail_pct = cfg.parallel, cfg.batch, cfg.max_fail_pct
     if parallel < 1:
         raise ConfigError(f"--parallel {parallel} must be at least 1", "use --parallel 5")
@@ -225,11 +230,10 @@ def rollout(hosts: list[Host], cfg: DeployConfig, artifact: Artifact | None, *,
     for bi, size in enumerate(sizes):
         group = hosts[start : start + size]
         start += size
-        with ThreadPoolExecutor(max_workers=min(parallel, len(group))) as pool:
-            for r in pool.map(lambda h: _named(deploy_host(h.spec, cfg, artifact), h), group):
-                results.append(r)
-                on_result(r)
-                failed += r.status in ("failed", "unreachable")
+        for r in (run_batch or (lambda g: _ssh_batch(g, cfg, artifact)))(group):
+            results.append(r)
+            on_result(r)
+            failed += r.status in ("failed", "unreachable", "rolled_back")
         if failed and 100.0 * failed / len(hosts) > max_fail_pct and start < len(hosts):
             stopped = True
             for h in hosts[start:]:
@@ -239,6 +243,11 @@ def rollout(hosts: list[Host], cfg: DeployConfig, artifact: Artifact | None, *,
                 on_result(r)
             break
     return FleetResult(results, sizes, stopped)
+
+
+def _ssh_batch(group: list[Host], cfg: DeployConfig, artifact: Artifact | None) -> Iterable[HostResult]:
+    with ThreadPoolExecutor(max_workers=min(cfg.parallel, len(group))) as pool:
+        yield from pool.map(lambda h: _named(deploy_host(h.spec, cfg, artifact), h), group)
 
 
 def _named(r: HostResult, h: Host) -> HostResult:

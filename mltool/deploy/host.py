@@ -47,6 +47,9 @@ class DeployConfig:
     parallel: int = 5  # fleets: hosts at a time
     batch: str | None = None  # fleets: canary batches, e.g. "1,25%,100%"
     max_fail_pct: float = 0.0
+    agent: str | None = None  # with setup: install `mltool agent URL` as a systemd unit
+    agent_labels: list[str] = field(default_factory=list)
+    agent_mqtt: dict[str, Any] = field(default_factory=dict)  # ca/cert/key/credentials files to copy there
 
     @property
     def layout(self) -> DeviceLayout:
@@ -64,6 +67,17 @@ class DeployConfig:
         for name, value in (("--timeout", self.ssh.timeout), ("--command-timeout", self.ssh.command_timeout)):
             if not value > 0:
                 raise ConfigError(f"{name} {value:g} must be positive", f"use seconds, e.g. {name} 30")
+        if self.agent is not None:
+            from mltool.deploy.agent import parse_labels
+            from mltool.report.config import parse_url
+
+            if not self.setup:
+                raise ConfigError("--agent installs the pull agent during --setup", "add --setup")
+            parse_url(self.agent)
+            parse_labels(self.agent_labels)
+        elif self.agent_labels:
+            raise ConfigError("--label goes with --setup --agent URL (SSH deploys select hosts with --limit)",
+                              "add --setup --agent mqtt://broker/PREFIX")
         if self.ssh.port is not None and not 1 <= self.ssh.port <= 65535:
             raise ConfigError(f"--port {self.ssh.port} is not a TCP port", "use 1 to 65535")
 
@@ -176,6 +190,11 @@ def deploy_host(spec: str, cfg: DeployConfig, artifact: Artifact | None = None) 
 
             res.setup = setup_device(session, cfg.layout, cfg.runtime)
             res.status, res.message = "ready", "set up"
+            if cfg.agent:
+                from mltool.deploy.service import install_agent
+
+                res.service = install_agent(session, cfg.layout, cfg.agent, cfg.agent_labels, cfg.agent_mqtt)
+                res.message += f"; agent {res.service['unit']} {res.service['active']}"
         if artifact is not None:
             res.status = "failed"
             _deploy_artifact(dev, artifact, cfg, res)

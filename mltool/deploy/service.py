@@ -91,6 +91,116 @@ def install_service(session: Session, layout: DeviceLayout, name: str, command: 
             "exec": unit.split("ExecStart=", 1)[1].split("\n", 1)[0]}
 
 
+AGENT_UNIT = "mltool-agent.service"
+
+
+def render_agent_unit(layout: DeviceLayout, url: str, labels: list[str], home: str, files: dict[str, str]) -> str:
+    """The unit that runs `mltool agent URL` (the URL without a password: that goes to
+    ROOT/mltool.env as MLTOOL_MQTT_PASSWORD, which the agent reads like infer --mqtt does)."""
+    here = layout.expanded(home)
+    argv = [here.mltool, "agent", url, "--remote-dir", here.root]
+    for label in labels:
+        argv += ["--label", label]
+    for opt, path in sorted(files.items()):
+        argv += [f"--mqtt-{opt}", path]
+    return (
+        "[Unit]\nDescription=mltool agent (pulls releases through the MQTT broker)\n"
+        "After=network-online.target\nWants=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart={' '.join(shlex.quote(a) for a in argv)}\n"
+        "Restart=always\nRestartSec=10\nSuccessExitStatus=130\n"
+        f"EnvironmentFile=-{here.root}/mltool.env\n"
+        "Environment=PYTHONUNBUFFERED=1\n\n"
+        "[Install]\nWantedBy=default.target\n"
+    )
+
+
+_MERGE_ENV = r"""import os, sys
+new, env = sys.argv[1], sys.argv[2]
+keys = {}
+with open(new) as fh:
+    for line in fh:
+        if "=" in line:
+            keys[line.split("=", 1)[0].strip()] = line
+old = []
+if os.path.exists(env):
+    with open(env) as fh:
+        old = [l for l in fh if l.split("=", 1)[0].strip() not in keys]
+fd = os.open(env + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as fh:
+    fh.writelines(old + [v if v.endswith("\n") else v + "\n" for v in keys.values()])
+os.chmod(env + ".tmp", 0o600)
+os.replace(env + ".tmp", env)
+os.remove(new)
+"""
+
+
+def stage_agent(session: Session, layout: DeviceLayout, url: str, mqtt_files: dict[str, Any]) -> tuple[str, dict[str, str], str | None]:
+    """Put what the agent unit needs on the device: TLS files in ROOT/agent/ (0600), the password
+    from the URL and the lines of ``--mqtt-credentials`` merged into ROOT/mltool.env (0600).
+    Returns (the URL without its password, the remote TLS files, the env file or None)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from mltool.report.config import mask_url, parse_url, read_credentials
+
+    password = parse_url(url)[4]
+    clean = mask_url(url).replace(":***@", "@") if password is not None else url
+    env_lines: list[str] = []
+    if mqtt_files.get("credentials"):
+        values, _ = read_credentials(Path(mqtt_files["credentials"]))
+        env_lines += [f"{k}={v}" for k, v in values.items()]
+    if password is not None:
+        env_lines.append(f"MLTOOL_MQTT_PASSWORD={password}")
+    home = session.run('printf %s "$HOME"').out
+    here = layout.expanded(home)
+    session.run(f"mkdir -p {qpath(here.root + '/agent')}", what="make the agent folder")
+    remote_files: dict[str, str] = {}
+    for opt in ("ca", "cert", "key"):
+        if mqtt_files.get(opt):
+            dest = f"{here.root}/agent/{opt}.pem"
+            session.put(Path(mqtt_files[opt]), dest)
+            session.run(f"chmod 600 {qpath(dest)}")
+            remote_files[opt] = dest
+    env_path = None
+    if env_lines:
+        fd, tmp = tempfile.mkstemp()
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("\n".join(env_lines) + "\n")
+            new = f"{here.root}/.mltool.env.new"
+            env_path = f"{here.root}/mltool.env"
+            session.put(Path(tmp), new)
+            session.run(f"chmod 600 {qpath(new)} && python3 -c {shlex.quote(_MERGE_ENV)} {qpath(new)} {qpath(env_path)}",
+                        what="write mltool.env")
+        finally:
+            os.unlink(tmp)
+    return clean, remote_files, env_path
+
+
+def install_agent(session: Session, layout: DeviceLayout, url: str, labels: list[str],
+                  mqtt_files: dict[str, Any]) -> dict[str, Any]:
+    """Install `mltool agent URL --label ...` as a systemd unit (secrets: see :func:`stage_agent`;
+    never on the unit's command line)."""
+    from mltool.deploy.agent import parse_labels
+
+    parse_labels(labels)
+    user_flag, unit_dir = _systemd(session)
+    clean, remote_files, env_path = stage_agent(session, layout, url, mqtt_files)
+    home = session.run('printf %s "$HOME"').out
+    unit = render_agent_unit(layout, clean, labels, home, remote_files)
+    path = f"{unit_dir}/{AGENT_UNIT}"
+    sc = f"systemctl {user_flag}".strip()
+    session.run(f"mkdir -p {qpath(unit_dir)} && cat > {qpath(path)} <<'MLTOOL_UNIT'\n{unit}MLTOOL_UNIT", what="write unit")
+    session.run(f"{sc} daemon-reload && {sc} enable {AGENT_UNIT} && {sc} restart {AGENT_UNIT}", what="start the agent")
+    if user_flag:
+        session.run("loginctl enable-linger \"$USER\"", check=False)
+    state = session.run(f"{sc} is-active {AGENT_UNIT}", check=False).out.strip()
+    return {"unit": AGENT_UNIT, "path": path, "active": state, "action": "restart",
+            "exec": unit.split("ExecStart=", 1)[1].split("\n", 1)[0], "secrets_in": env_path}
+
+
 def service_logs(spec: str, name: str, lines: int = 100, ssh: SshOptions | None = None) -> str:
     """The last ``lines`` of the journal of the service `deploy --service` installed for ``name``."""
     with (ssh or SshOptions()).session(spec) as session:

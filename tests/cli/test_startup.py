@@ -38,6 +38,7 @@ def _probe(args: list[str]) -> dict:
         (["train", "--help"], "--epochs"),
         (["datasets", "--help"], "synth"),
         (["evaluate", "--help"], "held-out"),
+        (["agent", "--help"], "--label"),
     ],
 )
 def test_help_and_version_do_not_import_heavy_modules(args, expect):
