@@ -113,6 +113,17 @@ class Artifact:
     def release_id(self) -> str:
         return self.sha256[:RELEASE_ID_DIGITS]
 
+    def manifest(self, **extra: Any) -> dict[str, Any]:
+        """What the device keeps beside the release (releases/<id>/release.json), pushed or pulled.
+        ``task``: what the model does (as /v2/models and infer say it); ``trained_on``: the
+        `mltool train` task."""
+
+        meta = self.metadata
+        return {"id": self.release_id, "name": self.name, "sha256": self.sha256, "size": self.size, "file": self.path.name,
+                "task": meta.kind.rsplit("-", 1)[-1] if meta and meta.kind else None,
+                "trained_on": meta.task if meta else None,
+                "quantization": meta.quantization_mode if meta else None, "mltool_version": __version__, **extra}
+
 
 def resolve_artifact(model: Path, name: str | None) -> Artifact:
     """A .tflite file, or a run directory (its int8 model first). Verified locally before upload."""
@@ -230,14 +241,7 @@ def _deploy_artifact(dev: Device, art: Artifact, cfg: DeployConfig, res: HostRes
     if not prep["present"]:
         dev.s.put(art.path, f"{prep['tmp']}/{MODEL_FILE}.part")
         res.upload = "sftp" if dev.s.sftp_ok else "exec"
-    manifest = {
-        "id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
-        # task: what the model does (as /v2/models and infer say it); trained_on: the `mltool train` task
-        "task": art.metadata.kind.rsplit("-", 1)[-1] if art.metadata and art.metadata.kind else None,
-        "trained_on": art.metadata.task if art.metadata else None,
-        "quantization": art.metadata.quantization_mode if art.metadata else None,
-        "deployed_by": f"{getpass.getuser()}@{socket.gethostname()}", "mltool_version": __version__,
-    }
+    manifest = art.manifest(deployed_by=f"{getpass.getuser()}@{socket.gethostname()}")
     token = uuid.uuid4().hex
     timeout = cfg.ssh.command_timeout
     # The device gives up before we do (it stops short of switching), so what we report is what happened.

@@ -331,11 +331,7 @@ class PullConfig:
 
 
 def _desired(art: Artifact, url: str, rollout: str, keep: int) -> dict[str, Any]:
-    from mltool import __version__
-
-    manifest = {"id": art.release_id, "name": art.name, "sha256": art.sha256, "size": art.size, "file": art.path.name,
-                "task": art.metadata.task if art.metadata else None,
-                "quantization": art.metadata.quantization_mode if art.metadata else None, "mltool_version": __version__}
+    manifest = art.manifest()
     return {"name": art.name, "release": art.release_id, "sha256": art.sha256, "size": art.size, "url": url,
             "rollout": rollout, "keep": keep, "manifest": manifest, "published_at": time.time()}
 
