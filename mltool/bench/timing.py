@@ -130,7 +130,7 @@ def measure(model_path: str | Path, threads: int | None, runs: int | None, secon
         "size_bytes": model.info.size, "input": [list(s.shape) for s in model.inputs],
         "input_dtype": str(model.inputs[0].dtype),
         "init_ms": round(init_s * 1000, 3), "first_ms": round(first_s * 1000, 3), "warmup": warmup,
-        "runs": len(times), **{f"{k}_ms": v for k, v in st.items()},
+        "runs": len(times), "latency_ms": st,  # the same spelling as infer's summary and convert's modes
         "throughput_per_s": round(1000.0 / st["mean"], 2) if st["mean"] > 0 else None,
         "peak_rss_mib": round(_peak_rss_mib(), 1), "model_rss_mib": round(_rss_mib() - rss_before, 1),
     }
@@ -167,7 +167,7 @@ def run_bench(cfg: BenchConfig, log: Any = lambda _m: None) -> dict[str, Any]:
             rows.append(row)
     for row in rows:  # ratio against the first model at the same thread count
         base = next(r for r in rows if r["threads"] == row["threads"])
-        row["vs_first"] = round(row["median_ms"] / base["median_ms"], 4) if base["median_ms"] else None
+        row["vs_first"] = round(row["latency_ms"]["median"] / base["latency_ms"]["median"], 4) if base["latency_ms"]["median"] else None
     result: dict[str, Any] = {"rows": rows}
     if cfg.pipeline is not None:
         result["pipeline"] = [measure_pipeline(m, cfg.pipeline, cfg.threads[0], cfg.pipeline_frames, delegate=cfg.delegate,

@@ -32,6 +32,36 @@ EXIT_INTERRUPTED = 130
 OPTIONAL_VALUE_OPTIONS = {"--camera": "camera"}
 
 
+# Options renamed so that one name means one thing in every command (docs/cli.md): the old
+# names keep working (scripts, service units written by earlier deploys), with a note on stderr.
+_SSH_RENAMED = {"--timeout": "--connect-timeout"}
+RENAMED: dict[str, dict[str, str]] = {
+    "infer": {"--timeout": "--stall-timeout"},
+    "serve": {"--timeout": "--request-timeout", "--batch": "--max-batch"},
+    "train": {"--limit": "--max-samples", **_SSH_RENAMED},
+    "convert": {"--eval-limit": "--eval-samples"},
+    "agent": {"--service": "--restart-unit"},
+    "export": {"--output": "--out"},
+    **{cmd: _SSH_RENAMED for cmd in ("deploy", "releases", "rollback", "logs", "tunnel")},
+}
+
+
+def rename_old_options(args: list[str]) -> list[str]:
+    """``args`` with the old names of renamed options replaced by the new ones (a note on stderr)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    renamed = RENAMED.get(command or "", {})
+    if not renamed:
+        return args
+    out = []
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in renamed:
+            print(f"note: {name} is now {renamed[name]} (the old name still works)", file=sys.stderr)
+            arg = renamed[name] + eq + value
+        out.append(arg)
+    return out
+
+
 def normalize_optional_values(args: list[str]) -> list[str]:
     out: list[str] = []
     for i, arg in enumerate(args):
@@ -118,7 +148,7 @@ def plain_metavars(cmd: Any) -> None:
 
 class _RootGroup(TyperGroup):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        return super().parse_args(ctx, normalize_optional_values(list(args)))
+        return super().parse_args(ctx, normalize_optional_values(rename_old_options(list(args))))
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)

@@ -45,7 +45,7 @@ IdentityOpt = Annotated[Optional[Path], typer.Option("--identity", "-i", help="P
 PortOpt = Annotated[Optional[int], typer.Option("--port", "-p", help="SSH port (default: from ~/.ssh/config, else 22).")]
 KnownHostsOpt = Annotated[Optional[Path], typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts).")]
 TrustOpt = Annotated[bool, typer.Option("--trust-new-host", help="Accept and record the key of a host seen for the first time.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Connect timeout in seconds.")]
+TimeoutOpt = Annotated[float, typer.Option("--connect-timeout", help="Seconds to wait for the SSH connection.")]
 RemoteDirOpt = Annotated[str, typer.Option("--remote-dir", help="mltool's folder on the device.")]
 
 _SSH_PARAMS = (

@@ -15,7 +15,7 @@ def agent(
     label: Annotated[Optional[list[str]], typer.Option("--label", help="KEY=VALUE the controller selects by (--limit), repeatable.")] = None,
     remote_dir: Annotated[str, typer.Option("--remote-dir", help="Device root (the layout deploy uses).")] = "~/mltool",
     allow_http: Annotated[bool, typer.Option("--allow-http", help="Accept plain http:// artifact URLs (loopback is always accepted).")] = False,
-    service: Annotated[Optional[str], typer.Option("--service", help="systemd unit to reload/restart after a switch, e.g. mltool-digits.service.")] = None,
+    service: Annotated[Optional[str], typer.Option("--restart-unit", help="systemd unit to reload/restart after a switch, e.g. mltool-digits.service.")] = None,
     health_url: Annotated[Optional[str], typer.Option("--health-url", help="Polled during the grace period after a switch (2xx = healthy), e.g. http://127.0.0.1:8000/v2/health/ready.")] = None,
     grace: Annotated[float, typer.Option("--grace", help="Seconds the service must stay healthy after a switch, else switch back.")] = 10.0,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Largest model a desired state may announce (MB).")] = 1024.0,

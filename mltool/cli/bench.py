@@ -22,7 +22,7 @@ def bench(
     input_shape: InputShapeOpt = None,
     delegate: DelegateOpt = None,
     delegate_option: DelegateOptionOpt = None,
-    source: Annotated[Optional[str], typer.Option("--source", help="Measure a sensor instead of a model: i2c:BUS:ADDR?chip=...,rate=HZ (achieved rate, jitter p50/p99/max, late and missed samples).")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Measure a sensor instead of a model: i2c:BUS:ADDR?chip=...,rate=HZ (achieved rate, jitter p50/p99/max, late and missed samples).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Init time, first inference, steady-state latency (median, mean, p90, p99, min, std),
@@ -79,8 +79,7 @@ def _render(console: Any, result: dict[str, Any]) -> None:
     names = display_names([r["model"] for r in rows])
     for r in rows:
         t.add_row(names[r["model"]], str(r["threads"] or "default"), f"{r['init_ms']:.1f}", f"{r['first_ms']:.2f}",
-                  f"{r['median_ms']:.3f}", f"{r['mean_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
-                  f"{r['min_ms']:.3f}", f"{r['std_ms']:.3f}", f"{r['throughput_per_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
+                  *(f"{r['latency_ms'][k]:.3f}" for k in ("median", "mean", "p90", "p99", "min", "std")), f"{r['throughput_per_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
                   f"{r['vs_first']:.2f}x")
     console.print(t)
     console.print(f"[dim]{rows[0]['runs']} timed runs after {rows[0]['warmup']} warmup; input filled once with random data[/dim]")

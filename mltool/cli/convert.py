@@ -21,8 +21,8 @@ def convert(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names, one per line (models without mltool.json).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Input normalisation mean, e.g. 127.5 (models without mltool.json).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Input normalisation std, e.g. 127.5 (models without mltool.json).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Interpreter threads for the latency column.")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", help="Evaluate on at most N held-out samples.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Interpreter threads for the latency column.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option("--eval-samples", help="Evaluate on at most N held-out samples.")] = None,
     allow_legacy: Annotated[bool, typer.Option("--allow-legacy", help="Accept legacy .h5 files (only if you trust them).")] = False,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
@@ -88,7 +88,7 @@ def _render(console: Any, result: Any) -> None:
             continue
         table.add_row(
             m.mode, f"{m.input_dtype}/{m.output_dtype}", size(m.size_bytes), f"{m.size_vs_float32:.2f}x",
-            fmt_pct(m.accuracy), drop, fmt_pct(m.agreement), f"{m.latency_ms_median:.3f}",
+            fmt_pct(m.accuracy), drop, fmt_pct(m.agreement), f"{m.latency_ms['median']:.3f}",
         )
     console.print(table)
     console.print(f"evaluated on: {result.eval_data}")

@@ -155,7 +155,8 @@ def _render(console: Any, fleet: Any) -> None:
                           f"{r.service['exec']}")
         if r.bench:
             row = r.bench["rows"][0]
-            console.print(f"{r.host}: on-device bench ({row['runtime']}): median {row['median_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms, "
+            lat = row.get("latency_ms") or {k: row.get(f"{k}_ms", float("nan")) for k in ("median", "p90")}  # a device's older mltool
+            console.print(f"{r.host}: on-device bench ({row['runtime']}): median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms, "
                           f"{row['throughput_per_s']:.1f} inf/s, init {row['init_ms']:.1f} ms, peak RSS {row['peak_rss_mib']:.0f} MiB")
     c = fleet.counts()
     console.print(", ".join(f"{k} {v}" for k, v in sorted(c.items())) + (" — rollout stopped early" if fleet.stopped_early else ""))

@@ -21,7 +21,7 @@ def _group() -> None:
 def mender(
     model: Annotated[Path, typer.Argument(help="A .tflite model or a run directory.", show_default=False)],
     device_type: Annotated[str, typer.Option("--device-type", help="Mender device type the artifact is compatible with, e.g. raspberrypi4.")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="The .mender file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .mender file to write.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Model name on the device (default: the model's task, else its file name).")] = None,
     remote_dir: Annotated[str, typer.Option("--remote-dir", help="The device root (absolute: the Mender client runs as root).")] = "/home/pi/mltool",
     keep: Annotated[int, typer.Option("--keep", help="Releases to keep per model.")] = 3,

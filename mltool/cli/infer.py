@@ -53,7 +53,7 @@ def infer(
     input_shape: InputShapeOpt = None,
     delegate: DelegateOpt = None,
     delegate_option: DelegateOptionOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
+    timeout: Annotated[float, typer.Option("--stall-timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
     max_reconnects: Annotated[Optional[int], typer.Option("--max-reconnects", help="Give up after N failed reopen attempts (default: never).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
     mqtt: Any = None,

@@ -42,7 +42,7 @@ def train(
     seed: SeedOpt = 0,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of training data held out for validation.")] = 0.1,
     test_split: Annotated[float, typer.Option("--test-split", help="Fraction held out for the test set (datasets without an official test split).")] = 0.2,
-    limit: Annotated[Optional[int], typer.Option(help="Use at most N samples of each source split (quick runs).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--max-samples", help="Use at most N samples of each source split (quick runs).")] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without val_loss improvement (0 = off).")] = 4,
     lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (cosine decay).")] = 1e-3,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to N x N (fire/images; default 64, mobilenetv2 96; mobilenetv2 takes 96..224).")] = None,

@@ -278,7 +278,7 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
             results.append(ModeResult(
                 mode=mode, path=str(path), size_bytes=len(payload), size_vs_float32=round(len(payload) / float_size, 4),
                 input_dtype=fi.inputs[0].dtype, output_dtype=fi.outputs[0].dtype, accuracy=None, drop_points=None,
-                agreement=None, latency_ms_median=None, convert_seconds=round(seconds, 2), error=exc.message,
+                agreement=None, latency_ms=None, convert_seconds=round(seconds, 2), error=exc.message,
             ))
             continue
         runtime = f"{model.runtime} {model.runtime_version}"
@@ -296,7 +296,7 @@ def convert(cfg: ConvertConfig, log: Callable[[str], None] = lambda _m: None) ->
             size_vs_float32=round(len(payload) / float_size, 4),
             input_dtype=str(ins.dtype), output_dtype=str(outs.dtype),
             accuracy=acc, drop_points=None, agreement=agree,
-            latency_ms_median=round(latency, 4), convert_seconds=round(seconds, 2),
+            latency_ms={"median": round(latency, 4)}, convert_seconds=round(seconds, 2),
         ))
 
     ref_acc = None

@@ -24,7 +24,7 @@ class ModeResult:
     accuracy: float | None
     drop_points: float | None
     agreement: float | None
-    latency_ms_median: float | None
+    latency_ms: dict[str, float] | None  # {"median": ...}: the spelling infer and bench use
     convert_seconds: float
     error: str | None = None  # converted, but the runtime cannot run it
 

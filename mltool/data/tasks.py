@@ -318,7 +318,7 @@ def prepare_splits(
     train, val = stratified_split(y, val_split, seed + 1)
     for split, labels in (("training", y[train]), ("test", y_test)):
         if len(labels) == 0:
-            raise DataError(f"{ds.name}: the {split} split is empty", "use more samples (raise --limit) or lower --val-split")
+            raise DataError(f"{ds.name}: the {split} split is empty", "use more samples (raise --max-samples) or lower --val-split")
     return Splits(x[train], y[train], x[val], y[val], x_test, y_test)
 
 

@@ -64,7 +64,7 @@ class DeployConfig:
             raise ConfigError(f"--parallel {self.parallel} must be at least 1", "use --parallel 5")
         if not 0 <= self.max_fail_pct <= 100:
             raise ConfigError(f"--max-fail-pct {self.max_fail_pct:g} is not a percentage", "use 0 to 100")
-        for name, value in (("--timeout", self.ssh.timeout), ("--command-timeout", self.ssh.command_timeout)):
+        for name, value in (("--connect-timeout", self.ssh.timeout), ("--command-timeout", self.ssh.command_timeout)):
             if not value > 0:
                 raise ConfigError(f"{name} {value:g} must be positive", f"use seconds, e.g. {name} 30")
         if self.agent is not None:

@@ -52,14 +52,14 @@ class ServeConfig:
         from mltool.runtime.predictor import check_options
 
         check_options(**{k: v for k, v in self.predictor.items() if k in ("task", "top_k", "alert_threshold", "score_threshold", "iou", "max_det")})
-        for opt, value, low in (("--workers", self.workers, 1), ("--queue", self.queue, 1), ("--batch", self.batch, 1),
+        for opt, value, low in (("--workers", self.workers, 1), ("--queue", self.queue, 1), ("--max-batch", self.batch, 1),
                                 ("--max-body", self.max_body, 1), ("--every", self.every, 1),
                                 ("--max-connections", self.max_connections, 1)):
             if value < low:
                 raise ConfigError(f"{opt} {value} must be at least {low}", f"pass {opt} {low} or more")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port} is not a TCP port", "use 1-65535 (0 picks a free one)")
-        for opt, value, zero in (("--timeout", self.timeout_s, False), ("--fps", self.fps, False),
+        for opt, value, zero in (("--request-timeout", self.timeout_s, False), ("--fps", self.fps, False),
                                  ("--batch-wait", self.batch_wait_ms, True), ("--read-timeout", self.read_timeout_s, False),
                                  ("--poll", self.poll_s, True), ("keepalive_s", self.keepalive_s, False),
                                  ("drain_s", self.drain_s, True), ("source_timeout_s", self.source_timeout_s, False)):

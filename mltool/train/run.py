@@ -109,7 +109,7 @@ class TrainConfig:
             raise ConfigError(f"--test-split {cfg.test_split} is out of range", "use a fraction such as 0.2")
         check_batch(cfg.devices, cfg.batch_size)
         if cfg.limit is not None and cfg.limit < 10:
-            raise ConfigError(f"--limit {cfg.limit} is too small", "use at least 10 samples")
+            raise ConfigError(f"--max-samples {cfg.limit} is too small", "use at least 10 samples")
         if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
             raise ConfigError(f"--image-size {cfg.image_size} is out of range", "use 8 to 1024 pixels")
         if self.image_size is not None and not (info.kind == "image" and info.folder):

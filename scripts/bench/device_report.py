@@ -100,7 +100,7 @@ def bench_vs_bare(model: Path, threads: int, rounds: int, runs: int) -> tuple[fl
 
     ours, bare = [], []
     for _ in range(rounds):
-        ours.append(measure(model, threads, runs, None, 10)["median_ms"])
+        ours.append(measure(model, threads, runs, None, 10)["latency_ms"]["median"])
         bare.append(bare_loop(model, threads, runs))
     return float(np.median(ours)), float(np.median(bare))
 

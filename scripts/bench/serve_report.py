@@ -141,7 +141,7 @@ def ensure_small() -> Path:
     if out.exists():
         return out
     print("training a quick Fashion-MNIST CNN (real data, 3000 samples, 2 epochs) and converting it to int8...", file=sys.stderr)
-    for cmd in (["train", "fashion-mnist", "--limit", "3000", "--epochs", "2", "--out", str(CACHE / "fashion")],
+    for cmd in (["train", "fashion-mnist", "--max-samples", "3000", "--epochs", "2", "--out", str(CACHE / "fashion")],
                 ["convert", str(CACHE / "fashion"), "-q", "int8"]):
         r = mltool(*cmd)
         if r.returncode != 0:

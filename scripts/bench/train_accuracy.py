@@ -38,7 +38,7 @@ def run(task: str, extra: list[str], project: Path) -> dict:
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    limit = ["--limit", "5000"] if quick else []
+    limit = ["--max-samples", "5000"] if quick else []
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         rows = [

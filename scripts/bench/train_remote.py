@@ -90,7 +90,7 @@ def part1(a: argparse.Namespace, tmp: Path) -> None:
         print("1. train --on overhead (loopback sshd; wall seconds of the whole command, TensorFlow start included)")
         cases = [("digits", ["digits", "--epochs", "3"])]
         if FASHION.is_dir():
-            cases.append(("fashion-mnist --limit 2000, 1 epoch", ["fashion-mnist", "--limit", "2000", "--epochs", "1",
+            cases.append(("fashion-mnist --limit 2000, 1 epoch", ["fashion-mnist", "--max-samples", "2000", "--epochs", "1",
                                                                 "--data", FASHION]))
         for name, args in cases:
             first, fout = mltool([*args, *on], tmp / "remote")  # the first --on: sends the dataset
@@ -117,7 +117,7 @@ def part1(a: argparse.Namespace, tmp: Path) -> None:
             fresh = tmp / "fresh" / "mltool"
             on_fresh = [*on[:-1], fresh]
             t0 = time.perf_counter()
-            _, sout = mltool(["digits", "--epochs", "1", "--limit", "300", *on_fresh], tmp / "fresh-runs")
+            _, sout = mltool(["digits", "--epochs", "1", "--max-samples", "300", *on_fresh], tmp / "fresh-runs")
             print(f"  real first-use setup (venv + pip install mltool[train]) + a 1-epoch run: {time.perf_counter() - t0:.1f}s; "
                   f"env step {sout['remote_timings'].get('env_s')}s")
         else:
@@ -132,7 +132,7 @@ def part2(a: argparse.Namespace, tmp: Path) -> None:
         return
     print(f"2. Fashion-MNIST cnn, --limit {a.limit} (train {a.limit} -> {int(a.limit * 0.9)} after validation split, "
           f"test {min(a.limit, 10000)}), {a.epochs} epochs, batch 128, patience 0")
-    base = ["fashion-mnist", "--arch", "cnn", "--limit", a.limit, "--epochs", a.epochs, "--patience", "0", "--data", FASHION]
+    base = ["fashion-mnist", "--arch", "cnn", "--max-samples", a.limit, "--epochs", a.epochs, "--patience", "0", "--data", FASHION]
     rows = []
     for devices in ("1", "2"):
         wall, out = mltool([*base, "--devices", devices], tmp / f"dev{devices}")

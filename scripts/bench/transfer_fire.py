@@ -122,8 +122,8 @@ def main() -> None:
     print(f"{'int8 latency (mltool bench)':<28} {'1 thread':>10} {'2 threads':>10} {'2t speed-up':>12}")
     for a in ARCHS:
         one, two = lat[(a, 1)], lat[(a, 2)]
-        print(f"{a:<28} {one['median_ms']:>8.3f}ms {two['median_ms']:>8.3f}ms {one['median_ms'] / two['median_ms']:>11.2f}x")
-    a, b = (lat[("mobilenetv2", t)]["median_ms"] / lat[("fire-cnn", t)]["median_ms"] for t in (1, 2))
+        print(f"{a:<28} {one['latency_ms']['median']:>8.3f}ms {two['latency_ms']['median']:>8.3f}ms {one['latency_ms']['median'] / two['latency_ms']['median']:>11.2f}x")
+    a, b = (lat[("mobilenetv2", t)]["latency_ms"]["median"] / lat[("fire-cnn", t)]["latency_ms"]["median"] for t in (1, 2))
     print(f"{'mobilenetv2 / fire-cnn':<28} {a:>9.2f}x {b:>9.2f}x")
 
 

@@ -122,7 +122,7 @@ def ensure_model(cache: Path, quant: str) -> Path:
 def invoke_ms(model: Path, threads: int, runs: int) -> float:
     from mltool.bench.timing import measure
 
-    return float(measure(model, threads, runs, None, 3)["median_ms"])
+    return float(measure(model, threads, runs, None, 3)["latency_ms"]["median"])
 
 
 def main() -> None:

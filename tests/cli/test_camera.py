@@ -246,7 +246,7 @@ def test_a_bad_transform_is_refused_before_the_model_loads(cli):
 
 
 def test_camera_errors(cli, fire_models, tmp_path):
-    r = cli(["infer", fire_models["int8"], "--camera", "--timeout", "1"])
+    r = cli(["infer", fire_models["int8"], "--camera", "--stall-timeout", "1"])
     assert r.exit_code == 1 and "no camera found" in r.stderr and "python3-picamera2" in r.stderr
     assert "Traceback" not in r.stderr
     r = cli(["infer", fire_models["int8"], "--camera", "--camera-size", "640by480"])

@@ -25,7 +25,7 @@ def test_all_modes_written_and_accurate(converted_digits, digits_run):
         assert m["accuracy"] >= keras_acc - 0.02, name
         assert m["agreement"] >= 0.97, name
         assert m["drop_points"] == pytest.approx(100 * (keras_acc - m["accuracy"]), abs=1e-3)
-        assert m["latency_ms_median"] > 0
+        assert m["latency_ms"]["median"] > 0
     assert modes["none"]["agreement"] == 1.0 and modes["none"]["size_vs_float32"] == 1.0
     assert modes["float16"]["size_vs_float32"] < 0.6
     assert modes["int8"]["size_vs_float32"] < 0.35 and modes["dynamic"]["size_vs_float32"] < 0.35

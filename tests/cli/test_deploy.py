@@ -172,7 +172,7 @@ def test_unreachable_and_silent_hosts_fail_within_timeout(cli, deploy_args, two_
     silent.listen(5)  # accepts, never speaks SSH
     t0 = time.monotonic()
     r = cli(["deploy", f"127.0.0.1:{port_closed}", f"127.0.0.1:{silent.getsockname()[1]}", two_models["a"],
-             *deploy_args, "--timeout", "1.5", "--json"])
+             *deploy_args, "--connect-timeout", "1.5", "--json"])
     elapsed = time.monotonic() - t0
     silent.close()
     assert r.exit_code == 4
@@ -265,7 +265,7 @@ def test_remote_bench_shows_device_numbers(cli, sshd, deploy_args, two_models, t
     r = cli(["deploy", server.target, two_models["a"], *deploy_args, "--trust-new-host", "--bench", "--json"])
     assert r.exit_code == 0, r.stderr
     bench = r.json()["hosts"][0]["bench"]["rows"][0]
-    assert bench["model"].endswith("models/digits/current/model.tflite") and bench["median_ms"] > 0
+    assert bench["model"].endswith("models/digits/current/model.tflite") and bench["latency_ms"]["median"] > 0
     assert "on-device bench (ai_edge_litert" in r.stderr
 
 
@@ -310,7 +310,7 @@ def test_setup_prepares_a_fresh_device(cli, sshd, deploy_args, two_models, tmp_p
     assert setup["installed"]["paho-mqtt"].startswith("2.") and "smbus2" in setup["installed"]
     assert setup["venv"].endswith("fresh-device/mltool/venv")
     assert (tmp_path / "fresh-device" / "mltool" / "venv" / "bin" / "mltool").exists()
-    assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["median_ms"] > 0
+    assert host["probe"]["runtime"] == "ai_edge_litert" and host["bench"]["rows"][0]["latency_ms"]["median"] > 0
     assert setup["smoke_test"]["status"] == "ok" and setup["runtime_pin"] is None
     assert "set up Python" in r.stderr
     # the venv sees the system's packages (Pi OS's picamera2), its own still first
@@ -376,7 +376,7 @@ def test_proxy_jump_through_a_bastion(cli, sshd, ssh_keys, deploy_args, two_mode
     known = (tmp_path / "known_hosts").read_text()
     assert f"[127.0.0.1]:{bastion.port}" in known and f"[127.0.0.1]:{device.port}" in known
     bastion.stop()  # the device is only reachable through the bastion
-    r = cli(["deploy", "pi-behind", two_models["b"], *args, "--timeout", "2", "--json"])
+    r = cli(["deploy", "pi-behind", two_models["b"], *args, "--connect-timeout", "2", "--json"])
     assert r.exit_code == 4
     assert "cannot reach" in r.json()["hosts"][0]["message"] and str(bastion.port) in r.json()["hosts"][0]["message"]
 

@@ -206,7 +206,7 @@ def test_mediapipe_models(cli, mediapipe_models, pictures):
     r = cli(["infer", face, pictures["rgb"], "--task", "classify"])
     assert r.exit_code == 2 and "is not a classifier: its first output regressors has shape [1, 896, 16]" in r.stderr
     r = cli(["bench", face, "--runs", "5", "--json"])
-    assert r.exit_code == 0 and r.json()["rows"][0]["median_ms"] > 0
+    assert r.exit_code == 0 and r.json()["rows"][0]["latency_ms"]["median"] > 0
 
     hand = mediapipe_models / "hand_landmark_lite.tflite"  # labels packed in the model: handedness.txt
     rep = cli(["inspect", hand, "--json"]).json()

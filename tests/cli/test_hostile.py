@@ -47,7 +47,7 @@ def _mltool(*args: str, env: dict | None = None, timeout: float = 300, prefix: l
 def test_misbehaving_stream_is_lost_with_bounded_memory(how, fire_models, mjpeg):
     server = mjpeg(misbehave=how)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mltool", "infer", str(fire_models["int8"]), server.url, "--timeout", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "mltool", "infer", str(fire_models["int8"]), server.url, "--stall-timeout", "1",
                              "--max-reconnects", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=90)
     elapsed = time.monotonic() - t0
@@ -64,7 +64,7 @@ def test_misbehaving_stream_peak_memory(fire_models, mjpeg):
     peaks = {}
     for how in ("no_newline", None):
         server = mjpeg(misbehave=how, fps=30)
-        args = [sys.executable, "-m", "mltool", "infer", str(fire_models["int8"]), server.url, "--timeout", "1",
+        args = [sys.executable, "-m", "mltool", "infer", str(fire_models["int8"]), server.url, "--stall-timeout", "1",
                 "--max-reconnects", "1", *(["--max-frames", "20"] if how is None else [])]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -246,7 +246,7 @@ def test_wrong_answers_become_errors(cli, fire_models, ecg_model, foreign_models
     assert r.exit_code == 1 and "stdin line 3 holds a NaN or infinite value" in r.stderr
     r = runner.invoke(app, ["infer", str(ecg_model), "-", "--json"], input="0.1\n" * 100)
     assert r.exit_code == 1 and "only 100 samples arrived, fewer than one window of 3600 (10 s at 360 Hz)" in r.stderr
-    for flags, text in ((["--hop", "0"], "--hop 0 must be at least 1"), (["--timeout", "-1"], "--timeout -1 must be positive")):
+    for flags, text in ((["--hop", "0"], "--hop 0 must be at least 1"), (["--stall-timeout", "-1"], "--stall-timeout -1 must be positive")):
         r = cli(["infer", ecg_model, "-", *flags])
         assert r.exit_code == 2 and text in r.stderr
     r = cli(["bench", fire_models["int8"], "--runs", "5", "--seconds", "1"])
@@ -331,7 +331,7 @@ def test_files_get_the_normal_umask_and_convert_json_keeps_earlier_modes(cli, di
         report = json.loads((out / "convert.json").read_text())
         assert [m["mode"] for m in report["modes"]] == ["dynamic", "float16"]
         assert (out / "model_float16.tflite").stat().st_mode & 0o777 == 0o644
-        r = cli(["train", "digits", "--epochs", "1", "--limit", "200", "--project", tmp_path / "runs", "--json"])
+        r = cli(["train", "digits", "--epochs", "1", "--max-samples", "200", "--project", tmp_path / "runs", "--json"])
         run = Path(r.json()["run_dir"])
         assert run.stat().st_mode & 0o777 == 0o755 and (run / "mltool.json").stat().st_mode & 0o777 == 0o644
     finally:

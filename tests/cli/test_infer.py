@@ -220,7 +220,7 @@ def test_stalled_stream_times_out_instead_of_hanging(fire_models, mjpeg):
 
 
 def test_unreachable_stream_is_a_clear_error(cli, fire_models):
-    r = cli(["infer", fire_models["int8"], "http://127.0.0.1:9/stream", "--timeout", "1"])
+    r = cli(["infer", fire_models["int8"], "http://127.0.0.1:9/stream", "--stall-timeout", "1"])
     assert r.exit_code == 1 and "cannot open stream http://127.0.0.1:9/stream" in r.stderr
 
 
@@ -276,10 +276,10 @@ def test_bench_json_rows_ratio_and_pipeline(cli, fire_models, fire_video):
     assert [(Path(x["model"]).parent.name[:9], x["threads"]) for x in rows] == [
         ("fire_int8", 1), ("fire_uint", 1), ("fire_int8", 2), ("fire_uint", 2)]
     for x in rows:
-        assert x["runs"] == 30 and x["min_ms"] <= x["median_ms"] <= x["p90_ms"] <= x["p99_ms"] <= x["max_ms"]
+        assert x["runs"] == 30 and x["latency_ms"]["min"] <= x["latency_ms"]["median"] <= x["latency_ms"]["p90"] <= x["latency_ms"]["p99"] <= x["latency_ms"]["max"]
         assert x["init_ms"] > 0 and x["first_ms"] > 0 and x["peak_rss_mib"] > 10
         base = next(b for b in rows if b["threads"] == x["threads"])
-        assert x["vs_first"] == pytest.approx(x["median_ms"] / base["median_ms"], rel=1e-3)
+        assert x["vs_first"] == pytest.approx(x["latency_ms"]["median"] / base["latency_ms"]["median"], rel=1e-3)
     p = res["pipeline"][0]
     assert p["frames"] == 10 and set(p["stages_median_ms"]) == {"read", "preprocess", "invoke", "postprocess"}
     assert p["overhead_beyond_invoke_ms"] >= 0
@@ -301,11 +301,11 @@ def test_doctor_reports_runtime(cli):
 
 def test_camera_shorthand_parsing(cli, fire_models):
     # No camera exists here: the error names which device --camera resolved to.
-    r = cli(["infer", fire_models["int8"], "--camera", "--timeout", "1"])
+    r = cli(["infer", fire_models["int8"], "--camera", "--stall-timeout", "1"])
     assert r.exit_code == 1 and "no camera found: picamera2 not importable and no V4L2 capture device" in r.stderr
-    r = cli(["infer", fire_models["int8"], "--camera", "0", "--timeout", "1"])
+    r = cli(["infer", fire_models["int8"], "--camera", "0", "--stall-timeout", "1"])
     assert r.exit_code == 1 and "cannot open camera 0" in r.stderr
-    r = cli(["infer", fire_models["int8"], "--camera", "3", "--timeout", "1"])
+    r = cli(["infer", fire_models["int8"], "--camera", "3", "--stall-timeout", "1"])
     assert r.exit_code == 1 and "cannot open camera 3" in r.stderr
     r = cli(["infer", fire_models["int8"], "--camera", "/dev/video7"])
     assert r.exit_code == 1 and "cannot open camera /dev/video7" in r.stderr

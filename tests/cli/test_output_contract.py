@@ -45,7 +45,7 @@ def int8_model(converted_digits) -> Path:
 
 
 def test_train(cli, tmp_path):
-    docs = _check(cli, ["train", "digits", "--epochs", "1", "--limit", "200", "--project", tmp_path], "test accuracy")
+    docs = _check(cli, ["train", "digits", "--epochs", "1", "--max-samples", "200", "--project", tmp_path], "test accuracy")
     assert docs[0]["task"] == "digits" and Path(docs[0]["run_dir"]).is_dir()
 
 

@@ -307,7 +307,7 @@ def test_micro_batching_answers_each_request_alone(serve, digits_int8, tmp_path)
         imgs.append(buf.getvalue())
     single = serve(digits_int8)
     want = [requests.post(f"{single.url}/api/image", data=b, headers={"Content-Type": "image/png"}).json()["predictions"] for b in imgs]
-    s = serve(digits_int8, "--batch", "8", "--batch-wait", "20")
+    s = serve(digits_int8, "--max-batch", "8", "--batch-wait", "20")
     assert s.ready["batchable"] is True
     got: dict[int, list] = {}
 

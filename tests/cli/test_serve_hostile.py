@@ -330,7 +330,7 @@ def test_malformed_requests_are_400_naming_the_field(serve_digits):
 
 
 def test_non_finite_times_are_usage_errors(cli, digits_int8):
-    for args, says in ((["--timeout", "nan"], "--timeout nan must be a positive, finite number"),
+    for args, says in ((["--request-timeout", "nan"], "--request-timeout nan must be a positive, finite number"),
                        (["--read-timeout", "nan"], "--read-timeout nan must be a positive"),
                        (["--read-timeout", "-1"], "--read-timeout -1 must be a positive"),
                        (["--fps", "nan"], "--fps nan must be a positive"),

@@ -52,7 +52,7 @@ def test_digits_run_directory_and_metrics(digits_run):
 
 
 def test_json_summary_matches_files(cli, tmp_path):
-    r = cli(["train", "digits", "--epochs", "2", "--limit", "400", "--project", tmp_path, "--json"])
+    r = cli(["train", "digits", "--epochs", "2", "--max-samples", "400", "--project", tmp_path, "--json"])
     assert r.exit_code == 0, r.stderr
     summary = r.json()
     run = Path(summary["run_dir"])
@@ -80,7 +80,7 @@ def test_mistakes_grid_shows_the_misclassified_test_samples(tmp_path):
 
 
 def test_same_seed_same_split_same_metrics_and_numbered_runs(cli, tmp_path):
-    args = ["train", "digits", "--epochs", "3", "--limit", "600", "--project", tmp_path, "--json"]
+    args = ["train", "digits", "--epochs", "3", "--max-samples", "600", "--project", tmp_path, "--json"]
     a, b = cli(args).json(), cli(args).json()
     c = cli(args[:-1] + ["--seed", "5", "--json"]).json()
     assert [Path(x["run_dir"]).name for x in (a, b, c)] == ["digits-1", "digits-2", "digits-3"]
@@ -100,7 +100,7 @@ def test_out_dir_is_never_overwritten(cli, tmp_path):
     assert r.exit_code == 2
     assert f"output directory {out} already exists" in r.stderr
     assert (out / "keep.txt").read_text() == "precious"
-    r = cli(["train", "digits", "--epochs", "1", "--limit", "300", "--out", tmp_path / "fresh", "--json"])
+    r = cli(["train", "digits", "--epochs", "1", "--max-samples", "300", "--out", tmp_path / "fresh", "--json"])
     assert r.exit_code == 0 and r.json()["run_dir"] == str(tmp_path / "fresh")
     assert (tmp_path / "fresh" / "mltool.json").is_file()
 
@@ -134,7 +134,7 @@ def test_evaluate_refuses_non_run(cli, tmp_path):
 
 @pytest.mark.slow
 def test_fashion_mnist_subset_real_data(cli, fashion_dir, tmp_path):
-    r = cli(["train", "fashion-mnist", "--limit", "3000", "--epochs", "3", "--project", tmp_path, "--json"])
+    r = cli(["train", "fashion-mnist", "--max-samples", "3000", "--epochs", "3", "--project", tmp_path, "--json"])
     assert r.exit_code == 0, r.stderr
     s = r.json()
     info = _check_run_dir(Path(s["run_dir"]), s["classes"])
@@ -212,7 +212,7 @@ def test_corrupt_image_in_training_folder_fails_cleanly(cli, synth_fire_dir, tmp
 @pytest.mark.parametrize("task", ["digits", "ecg"])
 def test_image_size_on_a_fixed_size_task_is_refused(cli, task, tmp_path):
     """Issue 18 item 16: `train digits --image-size 16` was silently ignored."""
-    r = cli(["train", task, "--image-size", "16", "--epochs", "1", "--limit", "100", "--project", tmp_path])
+    r = cli(["train", task, "--image-size", "16", "--epochs", "1", "--max-samples", "100", "--project", tmp_path])
     assert r.exit_code == 2, r.stderr
     assert f"--image-size does not apply to the {task} task" in r.stderr and "drop --image-size" in r.stderr
     assert not any(tmp_path.iterdir())

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_is_one_device_and_cpu_is_the_same_here(cli, tmp_path):
-    args = ["train", "digits", "--epochs", "2", "--limit", "400", "--project", tmp_path, "--json"]
+    args = ["train", "digits", "--epochs", "2", "--max-samples", "400", "--project", tmp_path, "--json"]
     auto = cli(args)
     assert auto.exit_code == 0, auto.stderr
     cpu = cli([*args, "--devices", "cpu"]).json()
@@ -25,7 +25,7 @@ def test_default_is_one_device_and_cpu_is_the_same_here(cli, tmp_path):
 
 def test_two_logical_cpu_devices_mirrored(tmp_path, cli):
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
-    p = subprocess.run([sys.executable, "-m", "mltool", "train", "digits", "--epochs", "3", "--limit", "600",
+    p = subprocess.run([sys.executable, "-m", "mltool", "train", "digits", "--epochs", "3", "--max-samples", "600",
                         "--devices", "2", "--batch-size", "32", "--project", str(tmp_path), "--json"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr

@@ -47,7 +47,7 @@ def _no_partials(*dirs: Path) -> None:
 
 
 def test_digits_on_host_matches_local_run(cli, train_host, tmp_path):
-    common = ["train", "digits", "--epochs", "2", "--limit", "400", "--seed", "3", "--json"]
+    common = ["train", "digits", "--epochs", "2", "--max-samples", "400", "--seed", "3", "--json"]
     local = cli([*common, "--project", tmp_path / "local"])
     assert local.exit_code == 0, local.stderr
     r = cli([*common, "--project", tmp_path / "runs", *train_host["args"]])
@@ -81,7 +81,7 @@ def test_dataset_sent_once_then_unchanged_or_used_in_place(cli, train_host, synt
 
     data = tmp_path / "fire"
     shutil.copytree(synth_fire_dir, data)
-    base = ["train", "fire", "--epochs", "1", "--image-size", "16", "--limit", "40", "--project", tmp_path / "runs",
+    base = ["train", "fire", "--epochs", "1", "--image-size", "16", "--max-samples", "40", "--project", tmp_path / "runs",
             *train_host["args"], "--json"]
     first = cli([*base, "--data", data])
     assert first.exit_code == 0, first.stderr
@@ -166,7 +166,7 @@ def _gone(pid: int) -> bool:
 def test_stopping_mid_epoch_leaves_nothing_on_either_side(train_host, tmp_path, how):
     root = train_host["root"]
     project = tmp_path / "runs"
-    proc = _start(["train", "digits", "--epochs", "3", "--limit", "400", "--project", project, *train_host["args"]],
+    proc = _start(["train", "digits", "--epochs", "3", "--max-samples", "400", "--project", project, *train_host["args"]],
                   tmp_path, pause="epoch")
     _wait_for(proc, "paused at epoch")  # the remote run holds after its first epoch, mid-run
     pid = _job_pid(root)
@@ -189,7 +189,7 @@ def test_stopping_mid_epoch_leaves_nothing_on_either_side(train_host, tmp_path, 
 
 def test_detach_then_attach(cli, train_host, tmp_path):
     project = tmp_path / "runs"
-    r = cli(["train", "digits", "--epochs", "2", "--limit", "400", "--project", project, *train_host["args"],
+    r = cli(["train", "digits", "--epochs", "2", "--max-samples", "400", "--project", project, *train_host["args"],
              "--detach", "--json"])
     assert r.exit_code == 0, r.stderr
     job = r.json()["job"]
@@ -243,7 +243,7 @@ def test_first_use_sets_up_a_real_venv_then_reuses_it(cli, sshd, ssh_keys, tmp_p
 
     server = sshd("fresh")
     root = tmp_path / "fresh" / "mltool"
-    args = ["train", "digits", "--epochs", "1", "--limit", "300", "--project", tmp_path / "runs", "--on", server.target,
+    args = ["train", "digits", "--epochs", "1", "--max-samples", "300", "--project", tmp_path / "runs", "--on", server.target,
             "--identity", ssh_keys["key"], "--known-hosts", tmp_path / "known_hosts", "--trust-new-host",
             "--remote-dir", root, "--json"]
     first = cli(args)

@@ -141,9 +141,11 @@ def test_setup_bench_infer_and_camera_on_emulated_pi_os(os_id, digits_int8, phot
             err = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
             assert "run on the device: sudo apt-get install -y python3-numpy python3-opencv python3-pil" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr and not (pi.home() / "mltool" / "venv").exists(), err
-            r = pi.chroot("command -v sudo || apt-get install -y -q sudo >/dev/null; "
-                          "echo 'pi ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/010_pi-nopasswd; chmod 440 /etc/sudoers.d/010_pi-nopasswd")
-            assert r.returncode == 0, r.stderr
+            # setuid binaries do not work under qemu-user, so sudo cannot be shown to work here: run the
+            # command the message gave, as root, as the user would, and --setup goes on with Debian's packages
+            r = pi.chroot("apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "
+                          "python3-numpy python3-opencv python3-pil >/dev/null")
+            assert r.returncode == 0, r.stderr[-2000:]
         else:
             args += ["--runtime", "ai-edge-litert==2.1.6"]  # >= 2.2 segfaults under qemu-user (see the module doc)
         t0 = time.monotonic()
@@ -157,7 +159,7 @@ def test_setup_bench_infer_and_camera_on_emulated_pi_os(os_id, digits_int8, phot
         assert setup["camera"]["backend"] == "libcamera"  # the venv sees the system's picamera2
         if pi.arch == "armhf":
             assert setup["arch"] == "armhf" and setup["installed"]["tflite-runtime"] == "2.14.0"
-            assert set(setup["apt_installed"]) <= {"python3-numpy", "python3-opencv", "python3-pil"}
+            assert setup["apt_installed"] == []  # already there: nothing for sudo to do
             assert setup["installed"]["numpy"].startswith("1.")  # Debian's
         else:
             assert setup["arch"] == "arm64" and setup["installed"]["ai-edge-litert"] == "2.1.6"
@@ -192,7 +194,7 @@ def test_setup_bench_infer_and_camera_on_emulated_pi_os(os_id, digits_int8, phot
         print(f"\n[pi] {os_id}: pi-sim start {start_s:.0f} s; --setup+deploy+bench {setup_s:.0f} s; "
               f"runtime {setup['installed'].get('ai-edge-litert') and 'ai-edge-litert ' + setup['installed']['ai-edge-litert'] or 'tflite-runtime ' + setup['installed'].get('tflite-runtime', '?')}, "
               f"numpy {setup['installed'].get('numpy')}; Python {setup['python']}; probe {host['probe']['runtime']} "
-              f"invoke {host['probe']['invoke_ms']:.2f} ms; on-device bench median {bench['median_ms']:.3f} ms (emulated); "
+              f"invoke {host['probe']['invoke_ms']:.2f} ms; on-device bench median {bench['latency_ms']['median']:.3f} ms (emulated); "
               f"files {right}/{len(results)} right; --camera first result {first['predictions'][0]['label']} "
               f"({first['predictions'][0]['score']:.3f}) for a {label}, run {camera_s:.1f} s")
     finally:

@@ -65,7 +65,7 @@ def open_source(
     if hop is not None and hop < 1:
         raise ConfigError(f"--hop {hop} must be at least 1", "use the number of samples between windows, e.g. --hop 1800")
     if timeout_s <= 0:
-        raise ConfigError(f"--timeout {timeout_s:g} must be positive", "use seconds, e.g. --timeout 5")
+        raise ConfigError(f"--stall-timeout {timeout_s:g} must be positive", "use seconds, e.g. --stall-timeout 5")
     if max_reconnects is not None and max_reconnects < 0:
         raise ConfigError(f"--max-reconnects {max_reconnects} cannot be negative", "use 0 to never reconnect, or omit it")
     if spec == "-":
