@@ -119,6 +119,12 @@ def serve(
             console.print(f"serving {e['model']} (release {e['release']}) on {e['url']}  workers {e['workers']}, queue {e['queue']}"
                           + (f", following {e['follows']}" if e["follows"] else "") + (f", live view of {e['live']} at {e['url']}/" if e["live"] else "")
                           + f"; ready in {e['startup_s']:.2f} s", soft_wrap=True)
+            if e.get("urls"):
+                console.print("reachable at " + ", ".join(e["urls"]) + f" ({e['url']} is every address of this device)",
+                              soft_wrap=True, markup=False)
+            if not e["live"]:
+                console.print("endpoints: " + "; ".join(e["endpoints"]) + f"; a page at {(e['urls'] or [e['url']])[0]}/",
+                              soft_wrap=True, markup=False)
             cam = e.get("camera")
             if cam:
                 console.print(f"camera {cam['camera']} ({cam['name']}, {cam['backend']}): {cam['reason']}", soft_wrap=True, markup=False)

@@ -50,6 +50,7 @@ class App:
         self.add("GET", "/v2/models/{name}/ready", self.model_ready)
         self.add("GET", "/v2/models/{name}/versions/{version}/ready", self.model_ready)
         self.add("GET", "/metrics", self.prometheus)
+        self.add("GET", "/", self.index)  # the live view, when there is one, puts its page here instead
         m = self.metrics
         m.gauge("mltool_queue_depth", "gauge", "Requests waiting for a worker.", lambda: [({}, engine.depth)])
         m.gauge("mltool_queue_capacity", "gauge", "Size of the request queue (--queue).", lambda: [({}, cfg.queue)])
@@ -119,6 +120,15 @@ class App:
         if self.cfg.access_log:
             self.log(f'{shown(req.method, 20)} {shown(req.path)} {resp.status} {1000 * (time.perf_counter() - req.received):.2f}ms')
         return resp
+
+    async def index(self, req: Request) -> Response:
+        from mltool.serve.page import render_index
+
+        rel = self.engine.release
+        host = req.headers.get("host", "")
+        base = f"http://{shown(host, 80)}/" if host and "/" not in host else ""
+        return Response(200, render_index(self.name, rel.id if rel else "-", base).encode(), "text/html; charset=utf-8",
+                        [("Cache-Control", "no-store")])
 
     # ------------------------------------------------------------------ security
     def _authorized(self, req: Request) -> bool:

@@ -59,3 +59,48 @@ es.onerror = () => {{ $("status").textContent = "disconnected; retrying"; }};
 
 def render(model: str, source: str) -> str:
     return _PAGE.format(model=html.escape(model), source=html.escape(source))
+
+
+# The page at ``/`` when there is no live view: what this server serves and how to call it, with
+# a picture upload to try the model from the browser. Relative URLs, as the live page.
+ENDPOINTS = (
+    ("POST", "/v2/models/{name}/infer", "KServe v2 / Triton (Open Inference Protocol): tensors or encoded images"),
+    ("POST", "/v1/models/{name}:predict", "TensorFlow Serving: instances (tensors or {\"b64\": ...} images)"),
+    ("POST", "/api/image", "a picture as the body (image/jpeg, image/png): the model's result"),
+    ("POST", "/predict", "JSON {\"payload\": {\"inputs\": {\"data\": <base64 image>}}} (the Flash-serving style)"),
+    ("GET", "/v2/models/{name}", "the model's metadata: inputs, outputs, labels, release"),
+    ("GET", "/v2/health/ready", "ready to answer (no key needed)"),
+    ("GET", "/metrics", "Prometheus metrics"),
+)
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mltool serve: {model}</title>
+<style>
+ body {{ font: 15px system-ui, sans-serif; margin: 0; background: #111; color: #eee; }}
+ header {{ padding: 8px 14px; background: #222; }} header b {{ color: #7fd; }} main {{ padding: 14px; }}
+ td {{ padding: 3px 12px 3px 0; vertical-align: top; }} code {{ color: #fd7; }} pre {{ background: #222; padding: 8px; }}
+</style></head>
+<body><header><b>mltool</b> serve &middot; model <b>{model}</b> &middot; release {release}</header>
+<main><table>{rows}</table>
+<h3>Try it</h3><p><input type="file" id="file" accept="image/*"></p><pre id="out">pick a picture</pre>
+<p>From a shell: <code>curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' {base}api/image</code></p>
+</main>
+<script>
+document.getElementById("file").onchange = async (e) => {{
+  const f = e.target.files[0]; if (!f) return;
+  const r = await fetch("api/image", {{method: "POST", body: f, headers: {{"Content-Type": f.type || "application/octet-stream"}}}});
+  document.getElementById("out").textContent = JSON.stringify(await r.json(), null, 1);
+}};
+</script></body></html>
+"""
+
+
+def endpoints(name: str) -> list[tuple[str, str, str]]:
+    return [(m, p.replace("{name}", name), what) for m, p, what in ENDPOINTS]
+
+
+def render_index(model: str, release: str, base: str = "") -> str:
+    rows = "".join(f"<tr><td><code>{m}</code></td><td><code>{html.escape(p)}</code></td><td>{html.escape(w)}</td></tr>"
+                   for m, p, w in endpoints(model))
+    return _INDEX.format(model=html.escape(model), release=html.escape(release), rows=rows, base=html.escape(base))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -181,7 +182,11 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
         reloader.start()
         rel = engine.release
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "model": app.name, "release": rel.id if rel else None,
+        from mltool.serve.page import endpoints
+
+        urls = [f"http://{a}:{port}" for a in reachable_addresses()] if cfg.host in ("0.0.0.0", "::", "") else []
+        ready = {"event": "ready", "url": f"http://{host}:{port}", "urls": urls, "port": port,
+                 "endpoints": [f"{m} {p}" for m, p, _ in endpoints(app.name)], "model": app.name, "release": rel.id if rel else None,
                  "file": str(rel.path) if rel else None, "follows": str(ref.watch) if ref.follows else None,
                  "workers": cfg.workers, "queue": cfg.queue, "batch": cfg.batch, "batchable": bool(rel and rel.batchable),
                  "api_key": cfg.api_key is not None, "live": cfg.source, "task": rel.first.task if rel else None,
@@ -212,3 +217,26 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
             live.close()
     on_event(summary)
     return summary
+
+
+def reachable_addresses() -> list[str]:
+    """This device's IPv4 addresses other machines can use (every interface but loopback): what
+    to print instead of 0.0.0.0, which nobody can open. Read from the interfaces, no traffic sent."""
+    import fcntl
+    import struct
+
+    out: list[str] = []
+    try:
+        names = [n for _, n in socket.if_nameindex() if n != "lo"]
+    except OSError:
+        names = []
+    for name in names:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue  # no IPv4 address on this interface
+        addr = socket.inet_ntoa(packed[20:24])
+        if not addr.startswith("127.") and addr not in out:
+            out.append(addr)
+    return out

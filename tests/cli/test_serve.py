@@ -356,3 +356,24 @@ def test_dockerfile_healthcheck_and_entrypoint_against_a_real_server(serve, digi
     assert subprocess.run(cmd, timeout=30).returncode == 0
     s.stop()
     assert subprocess.run(cmd, capture_output=True, timeout=30).returncode != 0
+
+
+def test_index_page_endpoints_and_reachable_addresses(serve, digits_int8, tmp_path):
+    """Without a live view, / is a page naming what this server serves (it was a JSON 404); the
+    start line lists the endpoints; --host 0.0.0.0 prints addresses people can open instead."""
+    s = serve(digits_int8, "--name", "digits")
+    page = requests.get(f"{s.url}/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    for path in ("/v2/models/digits/infer", "/v1/models/digits:predict", "/api/image", "/metrics"):
+        assert path in page.text
+    assert s.ready["release"] in page.text
+    assert "POST /v2/models/digits/infer" in s.ready["endpoints"] and s.ready["urls"] == []
+    assert "endpoints: POST /v2/models/digits/infer" in s.stderr
+
+    key = tmp_path / "key"
+    key.write_text("k" * 24)
+    exposed = serve(digits_int8, "--host", "0.0.0.0", "--api-key-file", key)
+    assert requests.get(f"http://127.0.0.1:{exposed.port}/").status_code == 401  # the page, like the API, needs the key
+    assert all("0.0.0.0" not in u and u.endswith(f":{exposed.port}") for u in exposed.ready["urls"])
+    if exposed.ready["urls"]:
+        assert f"reachable at {exposed.ready['urls'][0]}" in exposed.stderr
