@@ -137,7 +137,7 @@ def plain_metavars(cmd: Any) -> None:
             word = "N"
         elif label.startswith("float"):
             word = "SECONDS" if any(k in p.name for k in ("timeout", "seconds", "interval", "poll")) else "NUM"
-        elif "Path" in label:
+        elif "path" in label.lower():
             word = "PATH"
         elif "|" in label:
             continue  # choices read well as they are

@@ -142,3 +142,46 @@ MqttCaOpt = Annotated[Optional[Path], typer.Option("--mqtt-ca", help="CA certifi
 MqttCertOpt = Annotated[Optional[Path], typer.Option("--mqtt-cert", help="Client certificate (PEM) for mqtts://.")]
 MqttKeyOpt = Annotated[Optional[Path], typer.Option("--mqtt-key", help="Client certificate's private key (PEM).")]
 MqttCredentialsOpt = Annotated[Optional[Path], typer.Option("--mqtt-credentials", help="KEY=VALUE file with MLTOOL_MQTT_USERNAME/PASSWORD (default: ~/.mltool/mqtt.env if present).")]
+
+
+# --------------------------------------------------------------------------- Predictor options, once
+
+_PREDICTOR_PARAMS = (
+    ("threads", ThreadsOpt, None),
+    ("labels", Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides the model's own labels).")], None),
+    ("mean", Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")], None),
+    ("std", Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata), e.g. 127.5.")], None),
+    ("task", Annotated[str, typer.Option("--task", help="auto | classify | detect | raw (every output as tensors)")], "auto"),
+    ("top_k", Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")], 3),
+    ("score_threshold", Annotated[Optional[float], typer.Option("--score-threshold", help="Minimum detection score [default: 0.5 SSD, 0.25 YOLO].", show_default=False)], None),
+    ("alert_threshold", Annotated[Optional[float], typer.Option("--alert-threshold", help="Raise an alert when the watched class's probability reaches this (e.g. 0.8).")], None),
+    ("alert_class", Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches (default: the first non-'no_'/'normal' class).")], None),
+    ("iou", Annotated[float, typer.Option("--iou", help="YOLO: NMS drops a box overlapping a better one of its class by more than this IoU.")], 0.7),
+    ("max_det", Annotated[int, typer.Option("--max-det", help="YOLO: most detections per image.")], 300),
+    ("agnostic", Annotated[bool, typer.Option("--agnostic", help="YOLO: NMS across classes (a box suppresses overlapping boxes of any class).")], False),
+    ("window", Annotated[Optional[int], typer.Option("--window", help="Samples per window for signal models with a dynamic input length (default: each file whole).")], None),
+    ("input_shape", InputShapeOpt, None),
+    ("delegate", DelegateOpt, None),
+    ("delegate_option", DelegateOptionOpt, None),
+)
+
+
+def predictor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the options of how a model is run and read (--threads, --labels, --task,
+    --top-k, thresholds, NMS, --window, --input-shape, --delegate...), declared once here. The
+    command receives them as ``predictor``: a validated
+    :class:`~mltool.runtime.options.PredictorOptions`."""
+
+    def build(values: dict[str, Any]) -> dict[str, Any]:
+        from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
+        from mltool.runtime.options import PredictorOptions
+
+        values["mean"] = parse_floats(values["mean"], "--mean")
+        values["std"] = parse_floats(values["std"], "--std")
+        values["delegate_options"] = parse_delegate_options(values.pop("delegate_option"))
+        values["input_shape"] = parse_shapes(values["input_shape"])
+        options = PredictorOptions(**values)
+        options.validate()
+        return {"predictor": options}
+
+    return _option_group(command, _PREDICTOR_PARAMS, ("predictor",), build)

@@ -15,16 +15,14 @@ from mltool.cli._options import (
     CameraOpt,
     CameraSizeOpt,
     CameraTransformOpt,
-    DelegateOpt,
-    DelegateOptionOpt,
-    InputShapeOpt,
-    ThreadsOpt,
     mqtt_options,
     mqtt_reporter,
+    predictor_options,
 )
 
 
 @mqtt_options
+@predictor_options
 def infer(
     model: Annotated[Path, typer.Argument(help="A .tflite model (its embedded metadata supplies labels and preprocessing).", show_default=False)],
     source_arg: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Same as --source.", show_default=False)] = None,
@@ -33,52 +31,29 @@ def infer(
     camera_size: CameraSizeOpt = None,
     camera_fps: CameraFpsOpt = None,
     camera_transform: CameraTransformOpt = None,
-    threads: ThreadsOpt = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
-    mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata), e.g. 127.5.")] = None,
-    std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata), e.g. 127.5.")] = None,
-    task: Annotated[str, typer.Option("--task", help="auto | classify | detect | raw (every output as tensors)")] = "auto",
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
-    alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Raise an alert when the watched class's probability reaches this (e.g. 0.8).")] = None,
-    alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches (default: the first non-'no_'/'normal' class).")] = None,
-    score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Minimum detection score [default: 0.5 SSD, 0.25 YOLO].", show_default=False)] = None,
-    iou: Annotated[float, typer.Option("--iou", help="YOLO: NMS drops a box overlapping a better one of its class by more than this IoU.")] = 0.7,
-    max_det: Annotated[int, typer.Option("--max-det", help="YOLO: most detections per image.")] = 300,
-    agnostic: Annotated[bool, typer.Option("--agnostic", help="YOLO: NMS across classes (a box suppresses overlapping boxes of any class).")] = False,
     save: Annotated[Optional[Path], typer.Option("--save", help="Write annotated images/video and predictions.jsonl here.")] = None,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", "-n", help="Stop after N results.")] = None,
     every: Annotated[int, typer.Option("--every", help="Process every Nth frame.")] = 1,
     hop: Annotated[Optional[int], typer.Option("--hop", help="Signal window hop in samples (default: one window).")] = None,
-    window: Annotated[Optional[int], typer.Option("--window", help="Samples per window for signal models with a dynamic input length (default: each file whole).")] = None,
-    input_shape: InputShapeOpt = None,
-    delegate: DelegateOpt = None,
-    delegate_option: DelegateOptionOpt = None,
     timeout: Annotated[float, typer.Option("--stall-timeout", help="Seconds without a frame before a camera/stream counts as stalled.")] = 5.0,
     max_reconnects: Annotated[Optional[int], typer.Option("--max-reconnects", help="Give up after N failed reopen attempts (default: never).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per result (and per event) on stdout.")] = False,
     mqtt: Any = None,
+    predictor: Any = None,
 ) -> None:
     """Run MODEL on a source and print predictions live; Ctrl-C or SIGTERM stops with a summary."""
-    from mltool.cli._options import parse_floats
     from mltool.cli._output import stderr_console
     from mltool.errors import ConfigError
     from mltool.runtime.infer import InferConfig, run_infer
-    from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
     from mltool.runtime.sources.camera import camera_options
 
     chosen = [s for s in (source_arg, source, camera) if s is not None]
     if len(chosen) != 1:
         raise ConfigError("give exactly one source" if chosen else "no source given",
                           "pass SOURCE, --source SRC or --camera [N]")
-    cfg = InferConfig(
-        model=model, source=chosen[0], threads=threads, labels=labels, mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"), task=task, top_k=top_k, alert_threshold=alert_threshold,
-        alert_class=alert_class, score_threshold=score_threshold, iou=iou, max_det=max_det, agnostic=agnostic,
-        save=save, max_frames=max_frames,
-        every=every, hop=hop, window=window, timeout_s=timeout, max_reconnects=max_reconnects, delegate=delegate,
-        delegate_options=parse_delegate_options(delegate_option), input_shape=parse_shapes(input_shape),
-        camera=camera_options(camera_size, camera_fps, camera_transform),
-    )
+    cfg = InferConfig(model=model, source=chosen[0], predictor=predictor, save=save, max_frames=max_frames, every=every,
+                      hop=hop, timeout_s=timeout, max_reconnects=max_reconnects,
+                      camera=camera_options(camera_size, camera_fps, camera_transform))
     console = stderr_console()
     reporter = None
     if mqtt is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,16 +12,14 @@ from mltool.cli._options import (
     CameraOpt,
     CameraSizeOpt,
     CameraTransformOpt,
-    DelegateOpt,
-    DelegateOptionOpt,
-    InputShapeOpt,
-    ThreadsOpt,
     mqtt_options,
     mqtt_reporter,
+    predictor_options,
 )
 
 
 @mqtt_options
+@predictor_options
 def serve(
     model: Annotated[str, typer.Argument(help="A .tflite, or a deployed model's name or folder (~/mltool/models/NAME): its current release is followed and hot-reloaded.", show_default=False)],
     host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
@@ -50,44 +47,22 @@ def serve(
     loop: Annotated[bool, typer.Option("--loop", help="Live view of a video file: play it again at its end (it plays at its own frame rate).")] = False,
     fps: Annotated[float, typer.Option("--fps", help="Live view: MJPEG frames per second per viewer, at most.")] = 10.0,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between checks of a deployed model's current release (0: only on SIGHUP).")] = 2.0,
-    threads: ThreadsOpt = None,
-    input_shape: InputShapeOpt = None,
-    window: Annotated[Optional[int], typer.Option("--window", help="Samples per window for signal models with a dynamic input length.")] = None,
-    delegate: DelegateOpt = None,
-    delegate_option: DelegateOptionOpt = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names file (overrides embedded labels).")] = None,
-    mean: Annotated[Optional[str], typer.Option("--mean", help="Normalisation mean (overrides metadata).")] = None,
-    std: Annotated[Optional[str], typer.Option("--std", help="Normalisation std (overrides metadata).")] = None,
-    task: Annotated[str, typer.Option("--task", help="auto | classify | detect | raw (every output as tensors)")] = "auto",
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Predictions per result.")] = 3,
-    score_threshold: Annotated[Optional[float], typer.Option("--score-threshold", help="Minimum detection score [default: 0.5 SSD, 0.25 YOLO].", show_default=False)] = None,
-    iou: Annotated[float, typer.Option("--iou", help="YOLO: NMS drops a box overlapping a better one of its class by more than this IoU.")] = 0.7,
-    max_det: Annotated[int, typer.Option("--max-det", help="YOLO: most detections per image.")] = 300,
-    agnostic: Annotated[bool, typer.Option("--agnostic", help="YOLO: NMS across classes (a box suppresses overlapping boxes of any class).")] = False,
-    alert_threshold: Annotated[Optional[float], typer.Option("--alert-threshold", help="Alert when the watched class reaches this probability.")] = None,
-    alert_class: Annotated[Optional[str], typer.Option("--alert-class", help="Class the alert watches.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stderr.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Lifecycle events (ready, reload, stopped) as JSON lines on stdout.")] = False,
     *,
     mqtt: Any = None,
+    predictor: Any = None,
 ) -> None:
     """Serve MODEL over HTTP until SIGTERM (requests in flight are answered first); SIGHUP reloads."""
-    from mltool.cli._options import parse_floats
     from mltool.cli._output import print_json_line, stderr_console
     from mltool.errors import ConfigError
-    from mltool.runtime.interpreter import parse_delegate_options, parse_shapes
     from mltool.runtime.sources.camera import camera_options
     from mltool.serve.config import ServeConfig, read_api_key
     from mltool.serve.server import serve as run_serve
+    from mltool.units import parse_size
 
     if source is not None and camera is not None:
         raise ConfigError("give --source or --camera, not both", "pass one live source")
-    predictor: dict[str, Any] = dict(threads=threads, labels=labels, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                                     task=task, top_k=top_k, score_threshold=score_threshold, iou=iou, max_det=max_det, agnostic=agnostic,
-                                     alert_threshold=alert_threshold,
-                                     alert_class=alert_class, delegate=delegate,
-                                     delegate_options=parse_delegate_options(delegate_option),
-                                     input_shape=parse_shapes(input_shape), window=window)
     cfg = ServeConfig(model=model, host=host, port=port, name=name, root=root, workers=workers, queue=queue, batch=batch,
                       batch_wait_ms=batch_wait, max_body=parse_size(max_body, "--max-body"), timeout_s=timeout, read_timeout_s=read_timeout,
                       max_connections=max_connections,
@@ -138,17 +113,3 @@ def serve(
     finally:
         if reporter is not None:
             reporter.close()  # a second close is a no-op
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.I)
-
-
-def parse_size(value: str, option: str) -> int:
-    """``10MB``, ``512k``, ``1048576`` -> bytes (K/M/G are powers of 1024)."""
-    from mltool.errors import ConfigError
-
-    m = _SIZE.match(value)
-    if not m:
-        raise ConfigError(f"{option} '{value}' is not a size", f"e.g. {option} 10MB or {option} 512KB")
-    unit = (m.group(2) or "b").lower()[0]
-    return int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit])

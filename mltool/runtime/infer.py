@@ -11,14 +11,15 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mltool.errors import ConfigError
-from mltool.runtime.predictor import Result, check_options
+from mltool.runtime.options import PredictorOptions
+from mltool.runtime.predictor import Result
 from mltool.runtime.sources import SourceEvent
 from mltool.runtime.sources.camera import CameraOptions
 
@@ -27,33 +28,17 @@ from mltool.runtime.sources.camera import CameraOptions
 class InferConfig:
     model: str | Path
     source: str
-    threads: int | None = None
-    labels: Path | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    task: str = "auto"  # auto | classify | detect | raw
-    top_k: int = 3
-    alert_threshold: float | None = None
-    alert_class: str | None = None
-    score_threshold: float | None = None  # detections (default: 0.5 SSD, 0.25 YOLO)
-    iou: float = 0.7  # YOLO NMS
-    max_det: int = 300
-    agnostic: bool = False
+    predictor: PredictorOptions = field(default_factory=PredictorOptions)  # how the model is run and read
     save: Path | None = None
     max_frames: int | None = None
     every: int = 1
     hop: int | None = None
-    window: int | None = None  # signal models with a dynamic input length
-    timeout_s: float = 5.0
+    timeout_s: float = 5.0  # --stall-timeout
     max_reconnects: int | None = None
-    delegate: str | None = None
-    delegate_options: dict[str, str] | None = None
-    input_shape: list[list[int]] | None = None  # resize dynamic inputs (like benchmark_model --input_layer_shape)
     camera: CameraOptions | None = None  # size, rate, transform of a camera source
 
     def validate(self) -> None:
-        check_options(self.task, self.top_k, self.alert_threshold, score_threshold=self.score_threshold, iou=self.iou,
-                      max_det=self.max_det)
+        self.predictor.validate()
         if self.every < 1:
             raise ConfigError(f"--every {self.every} must be at least 1", "use --every 1 to process every frame")
         if self.max_frames is not None and self.max_frames < 1:
@@ -177,11 +162,7 @@ def run_infer(
     cfg.validate()
     stop = stop or threading.Event()
     t_start = time.perf_counter()
-    predictor = Predictor(cfg.model, threads=cfg.threads, labels=cfg.labels, mean=cfg.mean, std=cfg.std, task=cfg.task,
-                          top_k=cfg.top_k, score_threshold=cfg.score_threshold, alert_threshold=cfg.alert_threshold,
-                          alert_class=cfg.alert_class, delegate=cfg.delegate, delegate_options=cfg.delegate_options,
-                          input_shape=cfg.input_shape, window=cfg.window, iou=cfg.iou, max_det=cfg.max_det,
-                          agnostic=cfg.agnostic)
+    predictor = Predictor(cfg.model, cfg.predictor)
     stream = predictor.stream(cfg.source, every=cfg.every, events=True, hop=cfg.hop, timeout_s=cfg.timeout_s,
                               max_reconnects=cfg.max_reconnects, camera=cfg.camera)
     source = stream.source

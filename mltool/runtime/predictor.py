@@ -26,10 +26,10 @@ from mltool.errors import ConfigError, DataError, ModelError
 from mltool.runtime.classify import Classification, alert_index, is_scores, probabilities, top_k
 from mltool.runtime.detect import Detection, decode, decode_yolo
 from mltool.runtime.labels import Labels
+from mltool.runtime.options import TASKS, PredictorOptions, check_options  # noqa: F401  (check_options: the old home)
 from mltool.runtime.sources import Frame, SamplingStats, Source, SourceEvent
 from mltool.runtime.sources.camera import CameraOptions
 
-TASKS = ("auto", "classify", "detect", "raw")
 SCORE_THRESHOLDS = {"ssd": 0.5, "yolo": 0.25}  # default --score-threshold per family (YOLO's is Ultralytics')
 
 
@@ -160,23 +160,6 @@ def describe_tensors(outputs: dict[str, np.ndarray], value: float | None = None)
     return ", ".join(parts) + (f" (+{len(outputs) - 3} more)" if len(outputs) > 3 else "")
 
 
-def check_options(task: str = "auto", top_k: int = 3, alert_threshold: float | None = None, *,
-                  score_threshold: float | None = None, iou: float = 0.7, max_det: int = 300) -> None:
-    """Validate Predictor options before anything is loaded (usage errors, exit 2)."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown --task '{task}'", "use auto, classify, detect or raw")
-    if score_threshold is not None and not 0 <= score_threshold <= 1:
-        raise ConfigError(f"--score-threshold {score_threshold} is not between 0 and 1", "e.g. --score-threshold 0.25")
-    if not 0 <= iou <= 1:
-        raise ConfigError(f"--iou {iou} is not between 0 and 1", "e.g. --iou 0.7 (Ultralytics' default)")
-    if max_det < 1:
-        raise ConfigError(f"--max-det {max_det} must be at least 1", "e.g. --max-det 300")
-    if alert_threshold is not None and not 0 <= alert_threshold <= 1:
-        raise ConfigError(f"--alert-threshold {alert_threshold} is not a probability", "use a value between 0 and 1, e.g. 0.8")
-    if top_k < 1:
-        raise ConfigError(f"--top-k {top_k} must be at least 1", "use --top-k 1 or more")
-
-
 class Predictor:
     """A ``.tflite`` model ready to run: its input adapter, labels and output decoding decided once.
 
@@ -187,34 +170,23 @@ class Predictor:
     ``agnostic`` steer YOLO's NMS.
     """
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        threads: int | None = None,
-        labels: str | Path | list[str] | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        task: str = "auto",
-        top_k: int = 3,
-        score_threshold: float | None = None,
-        alert_threshold: float | None = None,
-        alert_class: str | None = None,
-        delegate: str | None = None,
-        delegate_options: dict[str, str] | None = None,
-        input_shape: list[list[int]] | list[int] | None = None,
-        window: int | None = None,
-        iou: float = 0.7,
-        max_det: int = 300,
-        agnostic: bool = False,
-    ) -> None:
+    def __init__(self, model: str | Path, options: PredictorOptions | None = None, **kwargs: Any) -> None:
+        """``options`` (a :class:`~mltool.runtime.options.PredictorOptions`), or its fields as
+        keyword arguments: ``Predictor("m.tflite", threads=2, top_k=5)``."""
         from mltool.runtime.family import decide
         from mltool.runtime.interpreter import load_model
         from mltool.runtime.model_io import input_adapter
 
-        check_options(task, top_k, alert_threshold, score_threshold=score_threshold, iou=iou, max_det=max_det)
-        if window is not None and window < 1:
-            raise ConfigError(f"--window {window} must be at least 1", "use the number of samples per window, e.g. --window 16000")
+        if options is not None and kwargs:
+            raise ConfigError("give the Predictor options or keyword arguments, not both", "put them all in PredictorOptions")
+        opts = options if options is not None else PredictorOptions.from_dict(kwargs)
+        opts.validate()
+        self.options = opts
+        (threads, labels, mean, std, task, top_k, score_threshold, alert_threshold, alert_class, delegate, delegate_options,
+         input_shape, window, iou, max_det, agnostic) = (
+            opts.threads, opts.labels, opts.mean, opts.std, opts.task, opts.top_k, opts.score_threshold, opts.alert_threshold,
+            opts.alert_class, opts.delegate, opts.delegate_options, opts.input_shape, opts.window, opts.iou, opts.max_det,
+            opts.agnostic)
         shapes = [input_shape] if input_shape and isinstance(input_shape[0], int) else input_shape  # type: ignore[list-item]
         self.model = load_model(model, threads=threads, delegate=delegate, delegate_options=delegate_options,
                                 input_shapes=shapes)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from typing import Any
 
 from mltool.deploy.layout import MODEL_FILE, DeviceLayout
 from mltool.errors import ConfigError, ModelError
+from mltool.runtime.options import PredictorOptions
 
 API_KEY_ENV = "MLTOOL_API_KEY"
 
@@ -43,15 +44,16 @@ class ServeConfig:
     poll_s: float = 2.0  # how often the `current` link is checked (0: only on SIGHUP)
     drain_s: float = 30.0
     access_log: bool = False
-    # Keyword arguments for every Predictor (threads, labels, mean, std, task, top_k,
-    # score_threshold, alert_threshold, alert_class, and whatever the Predictor learns later):
-    # passed through untouched, in one place (make_predictor).
-    predictor: dict[str, Any] = field(default_factory=dict)
+    # How every Predictor runs and reads the model (a dict of its fields works too; a misspelt
+    # key is a one-line error naming it)
+    predictor: PredictorOptions = field(default_factory=PredictorOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.predictor, dict):
+            self.predictor = PredictorOptions.from_dict(self.predictor)
 
     def validate(self) -> None:
-        from mltool.runtime.predictor import check_options
-
-        check_options(**{k: v for k, v in self.predictor.items() if k in ("task", "top_k", "alert_threshold", "score_threshold", "iou", "max_det")})
+        self.predictor.validate()
         for opt, value, low in (("--workers", self.workers, 1), ("--queue", self.queue, 1), ("--max-batch", self.batch, 1),
                                 ("--max-body", self.max_body, 1), ("--every", self.every, 1),
                                 ("--max-connections", self.max_connections, 1)):
@@ -145,7 +147,7 @@ def make_predictor(path: Path, cfg: ServeConfig) -> Any:
     """The one place serve builds a Predictor: every option in ``cfg.predictor`` passes through."""
     from mltool.runtime.predictor import Predictor
 
-    return Predictor(path, **cfg.predictor)
+    return Predictor(path, cfg.predictor)
 
 
 def read_api_key(value: str | None, file: Path | None) -> str | None:

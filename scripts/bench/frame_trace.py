@@ -60,8 +60,10 @@ def main() -> None:
         elif state["n"] == args.frame + 1:
             sys.setprofile(None)
 
+    from mltool.runtime.options import PredictorOptions
+
     run_infer(InferConfig(model=args.model, source=args.source, max_frames=args.frame + 2,
-                          alert_threshold=args.alert, save=Path(args.save) if args.save else None),
+                          predictor=PredictorOptions(alert_threshold=args.alert), save=Path(args.save) if args.save else None),
               on_result=on_result)
     sys.setprofile(None)
     # the frame ends inside on_result, which lives in this script: drop the tracer's own entry

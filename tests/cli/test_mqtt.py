@@ -291,6 +291,7 @@ def _counter(outbox: Path, name: str) -> int:
 def test_broker_outage_mid_video_loses_nothing_and_keeps_order(mosquitto, fire_models, fire_video, fire_threshold, tmp_path):
     from mltool.report import MqttOptions, MqttReporter
     from mltool.runtime.infer import InferConfig, run_infer
+    from mltool.runtime.options import PredictorOptions
 
     cap, frames = cv2.VideoCapture(str(fire_video)), []
     while (ok := cap.read())[0]:
@@ -316,7 +317,7 @@ def test_broker_outage_mid_video_loses_nothing_and_keeps_order(mosquitto, fire_m
             broker.start()
         time.sleep(0.02)
 
-    summary = run_infer(InferConfig(fire_models["int8"], str(video), alert_threshold=fire_threshold),
+    summary = run_infer(InferConfig(fire_models["int8"], str(video), PredictorOptions(alert_threshold=fire_threshold)),
                         on_start=reporter.start, on_result=on_result, on_event=reporter.event)
     deadline = time.monotonic() + 30  # paho's backoff decides when it tries again
     while not reporter.publisher.connected and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""The README's Python API example runs as written: train, convert, predict, stream and deploy.
+"""docs/python-api.md's example runs as written: train, convert, predict, stream and deploy.
 
 The only change made to it points the device folder at a temporary directory; the device
 itself ("raspberrypi.local") is a real sshd on loopback, reached through an ssh config alias.
@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import REPO
 
 
 def readme_snippet() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Python API", 1)[1]
+    text = (REPO / "docs" / "python-api.md").read_text()
+    section = text.split("# Python API", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -61,3 +62,23 @@ def test_readme_python_api_runs(tmp_path, sshd, ssh_keys):
     assert lines[5] == "{'changed': 1} 0"
     current = device / "models" / "digits" / "current" / "model.tflite"
     assert current.read_bytes() == (work / run_dir / "model_int8.tflite").read_bytes()
+
+
+def test_predictor_options_are_declared_once_and_checked_by_name(digits_int8):
+    """infer, serve and Python share one PredictorOptions: a misspelt option is a one-line error
+    naming it (it was a TypeError deep inside serve), and both spellings build the same Predictor."""
+    from mltool.errors import ConfigError
+    from mltool.runtime.options import PredictorOptions
+    from mltool.runtime.predictor import Predictor
+    from mltool.serve.config import ServeConfig
+
+    with pytest.raises(ConfigError, match="'thread' is not a Predictor option") as e:
+        ServeConfig(model=str(digits_int8), predictor={"thread": 2})
+    assert "did you mean 'threads'" in e.value.one_line()
+    with pytest.raises(ConfigError, match="'topk' is not a Predictor option"):
+        Predictor(digits_int8, topk=5)
+    a = Predictor(digits_int8, top_k=5, threads=1)
+    b = Predictor(digits_int8, PredictorOptions(top_k=5, threads=1))
+    assert a.options == b.options and a.top_k == b.top_k == 5
+    with pytest.raises(ConfigError, match="--iou 1.5 is not between 0 and 1"):
+        PredictorOptions(iou=1.5).validate()
