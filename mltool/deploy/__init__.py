@@ -13,7 +13,7 @@ _EXPORTS = {
     "deploy": "mltool.deploy.fleet", "FleetResult": "mltool.deploy.fleet",
     "DeployConfig": "mltool.deploy.host", "HostResult": "mltool.deploy.host", "deploy_host": "mltool.deploy.host",
     "list_releases": "mltool.deploy.host", "rollback": "mltool.deploy.host",
-    "SshOptions": "mltool.deploy.ssh", "DeviceLayout": "mltool.deploy.layout",
+    "SshOptions": "mltool.deploy.ssh", "DeviceLayout": "mltool.layout",
     "service_logs": "mltool.deploy.service",
     "PullConfig": "mltool.deploy.pull", "deploy_pull": "mltool.deploy.pull", "fleet_releases": "mltool.deploy.pull",
     "fleet_rollback": "mltool.deploy.pull", "AgentConfig": "mltool.deploy.agent", "run_agent": "mltool.deploy.agent",

@@ -33,8 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mltool.deploy import pull
-from mltool.deploy.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.errors import ConfigError, MltoolError
+from mltool.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.report.config import MqttConfig
 
 _OPS = Path(__file__).with_name("remote_ops.py")

@@ -22,9 +22,9 @@ from typing import Any
 
 from mltool import __version__
 from mltool.deploy.errors import CommandTimeout, DeployError, UnreachableError
-from mltool.deploy.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.deploy.ssh import Session, SshOptions, qpath
 from mltool.errors import ConfigError, MltoolError, ModelError
+from mltool.layout import MODEL_FILE, RELEASE_ID_DIGITS, DeviceLayout
 from mltool.runtime.metadata import ModelMetadata
 
 

@@ -1,6 +1,6 @@
 """Release operations that run ON THE DEVICE (sent as source over SSH, stdlib only).
 
-The paths come in the arguments, from :class:`mltool.deploy.layout.DeviceLayout` (which
+The paths come in the arguments, from :class:`mltool.layout.DeviceLayout` (which
 describes the layout): ``base`` (one model), ``releases``, ``current`` (a symlink switched with
 rename(2)), ``models`` (all models) and ``python`` (the device venv's interpreter).
 

@@ -11,8 +11,8 @@ import shlex
 from typing import Any
 
 from mltool.deploy.errors import DeployError
-from mltool.deploy.layout import DeviceLayout
 from mltool.deploy.ssh import Session, SshOptions, qpath
+from mltool.layout import DeviceLayout
 
 
 def unit_name(name: str) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mltool.deploy.errors import DeployError
-from mltool.deploy.layout import DeviceLayout
 from mltool.deploy.ssh import Session, qpath
 from mltool.errors import ConfigError
+from mltool.layout import DeviceLayout
 
 VERSIONS = """
 import json

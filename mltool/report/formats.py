@@ -48,17 +48,15 @@ def model_identity(path: str | Path, release: str | None = None) -> tuple[str, s
     """(name, release id) of a model file. The release id is deploy's (hashed here unless the
     caller knows it); the name is the deployed model's name when the file sits in
     ``models/<name>/releases/<id>/``, else the file's name."""
-    from mltool.deploy.layout import release_id
+    from mltool.layout import deployed_name, release_id
 
     p = Path(path)
     try:
-        real = p.resolve()
-        digest = release or release_id(real)
+        digest = release or release_id(p.resolve())
+        name = deployed_name(p)
     except OSError:
         return p.name, ""
-    if real.parent.parent.name == "releases":
-        return real.parent.parent.parent.name, digest
-    return p.name, digest
+    return name or p.name, digest
 
 
 # --------------------------------------------------------------------------- JSON format

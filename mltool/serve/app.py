@@ -21,10 +21,10 @@ from mltool import __version__
 from mltool.errors import ConfigError, DataError, MltoolError
 from mltool.serve.config import ServeConfig
 from mltool.serve.engine import Engine, Job, QueueFull
-from mltool.serve.http import HttpError, Request, Response, Stream, shown
+from mltool.serve.http import HttpError, Request, Response, StreamedResponse, shown
 from mltool.serve.metrics import Metrics
 
-RouteFn = Callable[..., Awaitable["Response | Stream"]]
+RouteFn = Callable[..., Awaitable["Response | StreamedResponse"]]
 PUBLIC = {"/v2/health/live", "/v2/health/ready"}
 BROWSER = {"/", "/stream.mjpg", "/snapshot.jpg", "/events"}  # a browser can answer Basic auth itself
 ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, Inference-Header-Content-Length"
@@ -90,14 +90,14 @@ class App:
         other = other or any(p == path for (_m, p) in self.exact)
         return ("unmatched", None, {}, other)
 
-    async def __call__(self, req: Request) -> Response | Stream:
+    async def __call__(self, req: Request) -> Response | StreamedResponse:
         route, fn, params, exists = self._route(req.method, req.path)
         m = self.metrics
         m.inflight += 1
         served = False  # a route of ours answered an authorized request: only then is the release said
         try:
             if req.method == "OPTIONS":
-                resp: Response | Stream = self._preflight(req)
+                resp: Response | StreamedResponse = self._preflight(req)
                 route = "OPTIONS"
             elif fn is None:
                 what = f"{shown(req.method, 20)} {shown(req.path)}"

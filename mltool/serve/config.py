@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltool.deploy.layout import MODEL_FILE, DeviceLayout
 from mltool.errors import ConfigError, ModelError
+from mltool.layout import CURRENT, MODEL_FILE, DeviceLayout, deployed_name
 from mltool.runtime.options import PredictorOptions
 
 API_KEY_ENV = "MLTOOL_API_KEY"
@@ -108,18 +108,18 @@ def resolve_model(spec: str, root: str = "~/mltool", name: str | None = None) ->
     """A ``.tflite`` file, a deployed model's folder (``<root>/models/<name>``), or a bare name."""
     p = Path(spec).expanduser()
     if p.is_dir():
-        if (p / "current").exists() or (p / "releases").is_dir():
-            return _deployed(p / "current" / MODEL_FILE, name or p.name)
+        if deployed_name(p) is not None:
+            return _deployed(p / CURRENT / MODEL_FILE, name or p.name)
         raise ModelError(f"{p} is a folder but not a deployed model (no current link)",
                          "pass a .tflite file, or a deployed model's folder ~/mltool/models/NAME")
     if p.is_file():
-        if p.parent.name == "current" and p.parent.is_symlink():  # .../models/<name>/current/model.tflite
-            return _deployed(p, name or p.parent.parent.name)
+        if p.parent.name == CURRENT and (deployed := deployed_name(p)) is not None:  # .../models/<name>/current/model.tflite
+            return _deployed(p, name or deployed)
         return ModelRef(p, name or _default_name(p), False)
     if "/" not in spec and not spec.endswith(".tflite"):
         base = Path(os.path.expanduser(DeviceLayout(root).model_dir(spec)))
         if base.is_dir():
-            return _deployed(base / "current" / MODEL_FILE, name or spec)
+            return _deployed(base / CURRENT / MODEL_FILE, name or spec)
         raise ModelError(f"no deployed model named '{spec}' in {base.parent}",
                          "deploy it with `mltool deploy`, or pass a .tflite file")
     raise ModelError(f"model {spec} does not exist", "pass a .tflite file, a deployed model's folder or name")

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from mltool.deploy.layout import release_id
 from mltool.errors import MltoolError, ModelError
+from mltool.layout import release_id
 from mltool.runtime.predictor import Predictor
 from mltool.runtime.sources import Frame
 

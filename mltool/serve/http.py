@@ -105,7 +105,7 @@ class Response:
         return cls(status, json.dumps(data, separators=(",", ":")).encode(), "application/json", headers)
 
 
-class Stream:
+class StreamedResponse:
     """A close-delimited streaming answer: ``produce(writer)`` sends parts until the client goes
     away or the server stops."""
 
@@ -142,7 +142,7 @@ class StreamWriter:
         await self._conn.wait_writable()
 
 
-Handler = Callable[[Request], Awaitable["Response | Stream"]]
+Handler = Callable[[Request], Awaitable["Response | StreamedResponse"]]
 _date_cache: list[Any] = [0, ""]
 
 
@@ -474,7 +474,7 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             return
         keep = req.keep_alive and not self.server.stopping
-        if isinstance(resp, Stream):
+        if isinstance(resp, StreamedResponse):
             self.transport.write(_head(resp.status, resp.headers, resp.content_type, None, False))  # type: ignore[union-attr]
             try:
                 await resp.produce(StreamWriter(self))

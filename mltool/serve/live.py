@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mltool.runtime.predictor import Result
 from mltool.runtime.sources import Frame, SourceEvent
-from mltool.serve.http import HttpError, Request, Response, Stream, StreamWriter
+from mltool.serve.http import HttpError, Request, Response, StreamedResponse, StreamWriter
 
 if TYPE_CHECKING:
     from mltool.serve.app import App
@@ -228,7 +228,7 @@ class LiveView:
             raise HttpError(404, "this model takes signals: there is no picture")
         return Response(200, jpeg, "image/jpeg", [("Cache-Control", "no-store")])
 
-    async def mjpeg(self, req: Request) -> Stream:
+    async def mjpeg(self, req: Request) -> StreamedResponse:
         async def produce(w: StreamWriter) -> None:
             self.viewers += 1
             try:
@@ -255,9 +255,9 @@ class LiveView:
             finally:
                 self.viewers -= 1
 
-        return Stream(produce, "multipart/x-mixed-replace; boundary=frame", [("Cache-Control", "no-store")])
+        return StreamedResponse(produce, "multipart/x-mixed-replace; boundary=frame", [("Cache-Control", "no-store")])
 
-    async def events(self, req: Request) -> Stream:
+    async def events(self, req: Request) -> StreamedResponse:
         async def produce(w: StreamWriter) -> None:
             w.send(b"retry: 2000\n\n")
             sent = 0
@@ -278,4 +278,4 @@ class LiveView:
                 sent = self.seq
                 w.send(b"data: " + json.dumps(self.record).encode() + b"\n\n")
 
-        return Stream(produce, "text/event-stream", [("Cache-Control", "no-store")])
+        return StreamedResponse(produce, "text/event-stream", [("Cache-Control", "no-store")])

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mltool.deploy.layout import release_id
 from mltool.errors import ConfigError, MltoolError
+from mltool.layout import release_id
 from mltool.serve.config import ModelRef, ServeConfig, check_name, make_predictor, resolve_model
 from mltool.serve.engine import Engine
 

@@ -250,8 +250,8 @@ def test_service_without_systemd_is_a_clear_failure(cli, sshd, deploy_args, two_
 
 
 def test_service_unit_rendering():
-    from mltool.deploy.layout import DeviceLayout
     from mltool.deploy.service import render_unit
+    from mltool.layout import DeviceLayout
 
     unit = render_unit(DeviceLayout("~/mltool"), "fire", "infer --camera --alert-threshold 0.8", "/home/pi")
     assert "ExecStart=/home/pi/mltool/venv/bin/mltool infer /home/pi/mltool/models/fire/current/model.tflite --camera --alert-threshold 0.8" in unit

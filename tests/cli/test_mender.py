@@ -52,7 +52,7 @@ def mender(tmp_path):
 
 
 def _rid(p: Path) -> str:
-    from mltool.deploy.layout import release_id
+    from mltool.layout import release_id
 
     return release_id(p)
 

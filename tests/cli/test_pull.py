@@ -24,7 +24,7 @@ def two_models(converted_digits) -> dict:
 
 
 def _rid(path: Path) -> str:
-    from mltool.deploy.layout import release_id
+    from mltool.layout import release_id
 
     return release_id(path)
 
@@ -314,9 +314,9 @@ def test_agent_unit_and_its_secrets_stay_off_the_command_line(sshd, ssh_keys, tm
     """`deploy HOST --setup --agent URL`: the password and the credentials file's lines go to
     ROOT/mltool.env (0600, other keys kept), TLS files to ROOT/agent/, and the unit's command line
     has neither (the systemd part itself needs a systemd device)."""
-    from mltool.deploy.layout import DeviceLayout
     from mltool.deploy.service import render_agent_unit, stage_agent
     from mltool.deploy.ssh import SshOptions
+    from mltool.layout import DeviceLayout
 
     server = sshd()
     root = tmp_path / "dev" / "mltool"

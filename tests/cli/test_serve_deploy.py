@@ -181,8 +181,8 @@ def test_tunnel_reaches_a_loopback_server_over_verified_ssh(cli, sshd, deploy_ar
 
 
 def test_serve_unit_follows_the_model_and_reloads_instead_of_restarting():
-    from mltool.deploy.layout import DeviceLayout
     from mltool.deploy.service import render_unit, service_action
+    from mltool.layout import DeviceLayout
 
     unit = render_unit(DeviceLayout("~/mltool"), "fire", "serve --host 0.0.0.0 --port 8000", "/home/pi")
     assert "ExecStart=/home/pi/mltool/venv/bin/mltool serve /home/pi/mltool/models/fire --host 0.0.0.0 --port 8000\n" in unit

@@ -184,8 +184,8 @@ def test_infer_refuses_the_same_image_bomb_with_bounded_memory(digits_int8, tmp_
 
 
 def test_an_idle_connection_flood_never_locks_other_clients_out(serve, digits_int8):
-    from mltool.deploy.layout import DeviceLayout
     from mltool.deploy.service import render_unit
+    from mltool.layout import DeviceLayout
 
     assert "LimitNOFILE=8192\n" in render_unit(DeviceLayout("~/mltool"), "digits", "serve --host 0.0.0.0", "/home/pi")
     s = serve(digits_int8, prefix=["prlimit", "--nofile=300:300"])

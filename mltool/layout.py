@@ -18,7 +18,24 @@ from pathlib import Path
 
 MODEL_FILE = "model.tflite"
 RELEASE_FILE = "release.json"
+CURRENT = "current"
+RELEASES = "releases"
 RELEASE_ID_DIGITS = 16  # a release is named by the first hex digits of its model's SHA-256
+
+
+def deployed_name(path: str | Path) -> str | None:
+    """The model's name when ``path`` is a deployed model's file (``<name>/current/model.tflite``
+    or ``<name>/releases/<id>/model.tflite``) or folder (``models/<name>``), else None: where a
+    device-side reader (serve, the MQTT reporter) recognises the layout, in this one module."""
+    p = Path(path)
+    if p.is_dir():
+        return p.name if ((p / CURRENT).exists() or (p / RELEASES).is_dir()) else None
+    if p.parent.name == CURRENT and p.parent.is_symlink():
+        return p.parent.parent.name
+    real = p.resolve() if p.exists() else p
+    if real.parent.parent.name == RELEASES:
+        return real.parent.parent.parent.name
+    return None
 
 
 def release_id(path: str | Path) -> str:
