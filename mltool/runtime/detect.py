@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mltool.runtime.labels import Labels
-from mltool.runtime.model_io import TensorSpec
+from mltool.runtime.quant import TensorSpec
 
 
 class Detection(NamedTuple):

@@ -113,7 +113,7 @@ class _Saver:
         decoded at 1/2..1/8 for a small model input): what is saved is never shrunk."""
         if not self.draft or result.image is None:
             return None
-        from mltool.data.images import decode_image
+        from mltool.runtime.decode import decode_image
 
         try:
             full = decode_image(Path(result.name))

@@ -26,8 +26,7 @@ from mltool.runtime.metadata import (
     read_metadata,
     read_ultralytics,
 )
-from mltool.runtime.model_io import TensorSpec
-from mltool.runtime.quant import dequantize, quantize
+from mltool.runtime.quant import TensorSpec, dequantize, quantize
 from mltool.runtime.tflite_metadata import StandardMetadata, read_standard_metadata
 from mltool.runtime.tflite_schema import ModelInfo, read_model_file
 

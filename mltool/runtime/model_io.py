@@ -10,34 +10,16 @@ coloured by :mod:`~mltool.runtime.preprocess`, normalised and quantized by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mltool.errors import ConfigError
 from mltool.runtime import preprocess, quant
+from mltool.runtime.quant import TensorSpec
 
 if TYPE_CHECKING:
     from mltool.runtime.interpreter import LoadedModel
-
-
-class TensorSpec(NamedTuple):
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
-
-    @classmethod
-    def from_details(cls, d: dict[str, Any]) -> TensorSpec:
-        scale, zp = d.get("quantization", (0.0, 0))
-        return cls(int(d["index"]), str(d["name"]), tuple(int(s) for s in d["shape"]),
-                   np.dtype(d["dtype"]), float(scale), int(zp))
 
 
 @dataclass

@@ -312,10 +312,10 @@ class Predictor:
 
     def _read(self, path: Path) -> np.ndarray:
         if self.kind == "image":
-            from mltool.data.images import decode_image
+            from mltool.runtime.decode import decode_image
 
             return decode_image(path, self._draft())
-        from mltool.data.signals import read_signal
+        from mltool.runtime.decode import read_signal
 
         sig = read_signal(path, channels=self.input.channels)
         if self.input.window is not None and len(sig) != self.input.window:

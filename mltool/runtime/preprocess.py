@@ -109,9 +109,9 @@ class Letterbox(NamedTuple):
         return out
 
 
-def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Ultralytics' preprocessing: scale to fit ``w`` x ``h`` keeping the aspect ratio
-    (bilinear), centred on a canvas of grey 114."""
+def letterbox_scale(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The first half of :func:`letterbox`: scaled to fit ``w`` x ``h`` keeping the aspect ratio
+    (bilinear), not yet padded. Letterboxing its result again changes no pixel."""
     import cv2
 
     g = Letterbox.fit(img.shape[1], img.shape[0], w, h)
@@ -119,6 +119,14 @@ def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
         img = cv2.resize(img, (g.inner_w, g.inner_h), interpolation=cv2.INTER_LINEAR)
         if img.ndim == 2:
             img = img[..., None]
+    return img
+
+
+def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Ultralytics' preprocessing: scale to fit ``w`` x ``h`` keeping the aspect ratio
+    (bilinear), centred on a canvas of grey 114."""
+    img = letterbox_scale(img, w, h)
+    g = Letterbox.fit(img.shape[1], img.shape[0], w, h)
     if (g.inner_w, g.inner_h) == (w, h):
         return img
     canvas = np.full((h, w, img.shape[-1]), PAD_VALUE, np.uint8)

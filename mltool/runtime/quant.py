@@ -6,12 +6,30 @@ the real value is (q - zero_point) * scale. Float tensors pass through untouched
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, NamedTuple
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mltool.runtime.model_io import TensorSpec
+
+class TensorSpec(NamedTuple):
+    """A tensor as the interpreter describes it, with the scale and zero point quantization needs."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+    @classmethod
+    def from_details(cls, d: dict[str, Any]) -> TensorSpec:
+        scale, zp = d.get("quantization", (0.0, 0))
+        return cls(int(d["index"]), str(d["name"]), tuple(int(s) for s in d["shape"]),
+                   np.dtype(d["dtype"]), float(scale), int(zp))
 
 
 def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -46,11 +46,13 @@ def b64decode(value: Any, where: str) -> bytes:
 
 def fitter(p: Any) -> Callable[[np.ndarray], np.ndarray]:
     """The first step of the Predictor's own preprocessing (its resize to the input's H x W, in
-    RGB): done as each image is decoded, so a request holds model-sized pictures, not full-size
+    RGB; for a letterboxed model its scaling, aspect kept, not its padding): done as each image is decoded, so a request holds model-sized pictures, not full-size
     ones, and the Predictor's resize then finds nothing left to do (the same tensor either way)."""
-    from mltool.runtime.preprocess import resize
+    from mltool.runtime.preprocess import letterbox_scale, resize
 
     h, w = p.input.shape[0], p.input.shape[1]
+    if p.input.resize_method == "letterbox":  # YOLO: the aspect ratio (and so the boxes' geometry) is kept
+        return lambda img: letterbox_scale(img, w, h)
     return lambda img: resize(img, w, h, p.input.resize_method)
 
 
@@ -62,7 +64,7 @@ def image_frames(images: list[bytes], names: list[str], draft: tuple[int, int] |
     counted from their headers before any is decoded; they are decoded one after the other,
     each reduced before the next (``sizes`` gets each image's own (width, height), for boxes
     in its pixels)."""
-    from mltool.data.images import MAX_PIXELS, decode_image, image_size
+    from mltool.runtime.decode import MAX_PIXELS, decode_image, image_size
 
     total = 0
     heads = []

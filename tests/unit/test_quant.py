@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltool.runtime.model_io import TensorSpec
-from mltool.runtime.quant import dequantize, pixel_lut, quantize
+from mltool.runtime.quant import TensorSpec, dequantize, pixel_lut, quantize
 
 
 @pytest.mark.parametrize("dtype, scale, zp", [(np.int8, 1 / 255, -128), (np.uint8, 0.0078125, 128), (np.int8, 0.0078125, -1)])

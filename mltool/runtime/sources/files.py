@@ -14,7 +14,7 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", "
 
 
 def image_exts() -> set[str]:
-    from mltool.data.images import image_extensions
+    from mltool.runtime.decode import image_extensions
 
     return image_extensions()
 
@@ -31,7 +31,7 @@ class ImageFiles:
         self.stats = SourceStats()
 
     def __iter__(self) -> Iterator[Frame | SourceEvent]:
-        from mltool.data.images import decode_image
+        from mltool.runtime.decode import decode_image
 
         for i, p in enumerate(self.paths):
             t0 = time.perf_counter()

@@ -153,7 +153,7 @@ class _MjpegReader:
                 w, h = probe.size
         except Exception:
             return None
-        from mltool.data.images import MAX_PIXELS
+        from mltool.runtime.decode import MAX_PIXELS
 
         if w * h > MAX_PIXELS:
             raise StreamViolation(f"a {w}x{h} frame, more than mltool decodes")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mltool.data.signals import SIGNAL_EXTENSIONS as _DATA_SIGNAL_EXTENSIONS
 from mltool.errors import DataError
+from mltool.runtime.decode import SIGNAL_EXTENSIONS as _DATA_SIGNAL_EXTENSIONS
 from mltool.runtime.sources.frames import Frame, SourceEvent, SourceStats
 from mltool.runtime.sources.sampler import RESTART, SampleBlock, SensorStream, window_stats
 
@@ -159,7 +159,7 @@ def signal_file(path: Path, window: int | None, hop: int | None, rate: float | N
             raise DataError(f"{path} is sampled at {file_rate} Hz, the model expects {rate:g} Hz",
                             f"resample it to {rate:g} Hz (e.g. sox in.wav -r {rate:g} out.wav)")
     else:
-        from mltool.data.signals import read_signal
+        from mltool.runtime.decode import read_signal
 
         data = read_signal(path, channels=channels)
     if window is not None and len(data) < window:
