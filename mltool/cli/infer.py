@@ -80,23 +80,22 @@ def infer(
             mqtt_stats = reporter.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if mqtt_stats is not None:
-        summary["mqtt"] = mqtt_stats
+    summary.mqtt = mqtt_stats
     if stopped.get("by"):
-        summary["stopped_by"] = stopped["by"]
-    elif summary["stopped_by"] == "interrupt":
-        summary["stopped_by"] = "SIGINT"
+        summary.stopped_by = stopped["by"]
+    elif summary.stopped_by == "interrupt":
+        summary.stopped_by = "SIGINT"
     if json_out:
         from mltool.cli._output import print_json_line
 
-        print_json_line(summary)
+        print_json_line(summary.as_dict())
     _render_summary(console, summary)
-    if summary["frames"] == 0 and summary["errors"]:
+    if summary.frames == 0 and summary.errors:
         from mltool.errors import DataError
 
-        raise DataError(f"no input from {summary['source']} could be processed ({summary['errors']} errors)",
+        raise DataError(f"no input from {summary.source} could be processed ({summary.errors} errors)",
                         "see the errors above")
-    if summary["stopped_by"] in ("SIGINT", "SIGTERM"):
+    if summary.stopped_by in ("SIGINT", "SIGTERM"):
         from mltool.cli import EXIT_INTERRUPTED
 
         raise typer.Exit(EXIT_INTERRUPTED)  # one rule for every command: stopped by a signal, after the summary: 130
@@ -191,16 +190,16 @@ class _View:
             self.live.stop()
 
 
-def _render_summary(console: Any, s: dict[str, Any]) -> None:
-    lat = s["latency_ms"]
+def _render_summary(console: Any, s: Any) -> None:
+    lat = s.latency_ms
     console.print(
-        f"[bold]{s['frames']} results[/bold] in {s['elapsed_s']:.2f}s ({s['fps']:.1f}/s), invoke median {lat['median']:.2f} ms "
-        f"(p90 {lat['p90']:.2f}), first result after {s['first_result_s'] if s['first_result_s'] is not None else '-'} s; "
-        f"dropped {s['dropped']}, skipped {s['skipped']}, errors {s['errors']}, reconnects {s['reconnects']}"
-        + (f", alerts {s['alerts']}" if s["alerts"] else "") + f"; stopped by {s['stopped_by']}",
+        f"[bold]{s.frames} results[/bold] in {s.elapsed_s:.2f}s ({s.fps:.1f}/s), invoke median {lat['median']:.2f} ms "
+        f"(p90 {lat['p90']:.2f}), first result after {s.first_result_s if s.first_result_s is not None else '-'} s; "
+        f"dropped {s.dropped}, skipped {s.skipped}, errors {s.errors}, reconnects {s.reconnects}"
+        + (f", alerts {s.alerts}" if s.alerts else "") + f"; stopped by {s.stopped_by}",
         soft_wrap=True,
     )
-    sm = s.get("sampling")
+    sm = s.sampling
     if sm is not None:
         j = sm["jitter_ms"]
         console.print(
@@ -209,9 +208,9 @@ def _render_summary(console: Any, s: dict[str, Any]) -> None:
             f"windows flagged {sm['flagged_windows']}{'' if sm['realtime'] else '; normal priority (no real-time privilege)'}",
             soft_wrap=True,
         )
-    if s["saved_to"]:
-        console.print(f"saved to {s['saved_to']}")
-    m = s.get("mqtt")
+    if s.saved_to:
+        console.print(f"saved to {s.saved_to}")
+    m = s.mqtt
     if m:
         console.print(f"mqtt {m['broker']}: {m['published']} messages acknowledged, {m['events']} events, "
                       f"{m['pending']} pending in the outbox, {m['dropped']} dropped", soft_wrap=True)

@@ -51,6 +51,33 @@ class InferConfig:
                                   f"save outside it, e.g. --save {Path(self.source).resolve().parent / (src.name + '-annotated')}")
 
 
+@dataclass
+class RunSummary:
+    """What `run_infer` returns and `infer --json` prints last: one run, its counters and timings."""
+
+    model: str
+    source: str
+    frames: int
+    skipped: int
+    dropped: int
+    errors: int
+    reconnects: int
+    alerts: int
+    elapsed_s: float
+    fps: float
+    first_result_s: float | None
+    latency_ms: dict[str, float]  # mean, median, p90 of the model's invoke
+    stopped_by: str  # end of source | max frames | SIGINT | SIGTERM | signal
+    saved_to: str | None = None
+    camera: dict[str, Any] | None = None  # which camera and why (camera sources)
+    sampling: dict[str, Any] | None = None  # live sensors: rate, jitter, flagged windows
+    mqtt: dict[str, Any] | None = None  # the MQTT reporter's counters, when --mqtt
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"event": "summary", **{k: v for k, v in self.__dict__.items() if v is not None or k in ("first_result_s", "saved_to")}}
+        return d
+
+
 class _Saver:
     """Annotated images (file sources) or one annotated video (video/live sources), plus
     predictions.jsonl for every result. Never writes over an input, and never twice to one name:
@@ -154,9 +181,9 @@ def run_infer(
     on_event: Callable[[dict[str, Any]], None] = lambda e: None,
     on_start: Callable[[dict[str, Any]], None] = lambda d: None,
     stop: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run ``cfg.model`` over ``cfg.source``: ``on_result`` gets each :class:`Result`,
-    ``on_event`` each source event (as its JSON record); returns the summary."""
+    ``on_event`` each source event (as its JSON record); returns the :class:`RunSummary`."""
     from mltool.runtime.predictor import Predictor
 
     cfg.validate()
@@ -184,8 +211,7 @@ def run_infer(
                 stopped_by = "signal"
                 break
             if isinstance(item, SourceEvent):
-                on_event({"event": item.kind, "source": source.label, "name": item.name,
-                          "message": item.message, "timestamp": item.timestamp})
+                on_event(item.as_dict(source.label))
                 continue
             latencies.append(item.timings.invoke)
             alerts += bool(item.alert and item.alert.active)
@@ -207,19 +233,15 @@ def run_infer(
             saver.close()
     elapsed = time.perf_counter() - t_start
     lat = np.asarray(latencies) if latencies else np.zeros(1)
-    summary: dict[str, Any] = {
-        "event": "summary", "model": str(cfg.model), "source": source.label, "frames": processed,
-        "skipped": stream.skipped, "dropped": source.stats.dropped, "errors": source.stats.errors,
-        "reconnects": source.stats.reconnects, "alerts": alerts,
-        "elapsed_s": round(elapsed, 3), "fps": round(processed / elapsed, 3) if elapsed > 0 else 0.0,
-        "first_result_s": None if first_result_s is None else round(first_result_s, 4),
-        "latency_ms": {"mean": round(float(lat.mean()), 3), "median": round(float(np.median(lat)), 3),
-                       "p90": round(float(np.percentile(lat, 90)), 3)},
-        "stopped_by": stopped_by, "saved_to": str(cfg.save) if cfg.save else None,
-    }
-    if getattr(source, "camera", None):
-        summary["camera"] = source.camera
     sampling = getattr(source, "sampling_summary", None)
-    if sampling is not None:  # live sensors: the whole run's rate and jitter, and flagged windows
-        summary["sampling"] = {**sampling(), "flagged_windows": flagged}
-    return summary
+    return RunSummary(
+        model=str(cfg.model), source=source.label, frames=processed, skipped=stream.skipped, dropped=source.stats.dropped,
+        errors=source.stats.errors, reconnects=source.stats.reconnects, alerts=alerts, elapsed_s=round(elapsed, 3),
+        fps=round(processed / elapsed, 3) if elapsed > 0 else 0.0,
+        first_result_s=None if first_result_s is None else round(first_result_s, 4),
+        latency_ms={"mean": round(float(lat.mean()), 3), "median": round(float(np.median(lat)), 3),
+                    "p90": round(float(np.percentile(lat, 90)), 3)},
+        stopped_by=stopped_by, saved_to=str(cfg.save) if cfg.save else None, camera=getattr(source, "camera", None) or None,
+        # live sensors: the whole run's rate and jitter, and flagged windows
+        sampling={**sampling(), "flagged_windows": flagged} if sampling is not None else None,
+    )

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,6 +27,24 @@ from mltool.serve.metrics import Metrics
 
 RouteFn = Callable[..., Awaitable["Response | StreamedResponse"]]
 PUBLIC = {"/v2/health/live", "/v2/health/ready"}
+
+
+@dataclass
+class ReloadState:
+    """Hot reloads so far: what /v2/health/ready and the metrics report (kept by the Reloader)."""
+
+    reloads: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    failed_release: str | None = None
+
+    def succeeded(self) -> None:
+        self.reloads += 1
+        self.last_error = self.failed_release = None
+
+    def failed(self, release: str | None, error: str) -> None:
+        self.failures += 1
+        self.failed_release, self.last_error = release, error
 BROWSER = {"/", "/stream.mjpg", "/snapshot.jpg", "/events"}  # a browser can answer Basic auth itself
 ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, Inference-Header-Content-Length"
 
@@ -39,7 +58,7 @@ class App:
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.exact: dict[tuple[str, str], tuple[str, RouteFn]] = {}
         self.patterns: list[tuple[str, re.Pattern[str], str, RouteFn]] = []
-        self.reload_state: dict[str, Any] = {"reloads": 0, "failures": 0, "last_error": None, "failed_release": None}
+        self.reload_state = ReloadState()
         self.draining = False
         self._key = cfg.api_key.encode() if cfg.api_key else None
         self.add("GET", "/v2/health/live", self.live)
@@ -61,9 +80,9 @@ class App:
                 lambda: [({"model": name, "release": engine.release.id if engine.release else ""}, 1)])
         m.gauge("mltool_model_loaded_timestamp_seconds", "gauge", "When the serving release was loaded.",
                 lambda: [({}, engine.release.loaded_at if engine.release else 0)])
-        m.gauge("mltool_reloads_total", "counter", "Releases swapped in while serving.", lambda: [({}, self.reload_state["reloads"])])
+        m.gauge("mltool_reloads_total", "counter", "Releases swapped in while serving.", lambda: [({}, self.reload_state.reloads)])
         m.gauge("mltool_reload_failures_total", "counter", "Releases that failed the load-and-probe check (the old one kept serving).",
-                lambda: [({}, self.reload_state["failures"])])
+                lambda: [({}, self.reload_state.failures)])
 
     # ------------------------------------------------------------------ routing
     def add(self, method: str, template: str, fn: RouteFn) -> None:
@@ -226,10 +245,10 @@ class App:
         ok = rel is not None and not self.draining
         body: dict[str, Any] = {"ready": ok, "model": self.name, "release": rel.id if rel else None}
         st = self.reload_state
-        if st["last_error"]:
-            body["reload"] = {"failed_release": st["failed_release"], "failures": st["failures"]}
+        if st.last_error:
+            body["reload"] = {"failed_release": st.failed_release, "failures": st.failures}
             if self._authorized(req):  # the reason names files on this device: not for anyone who asks
-                body["reload"]["error"] = st["last_error"]
+                body["reload"]["error"] = st.last_error
         if self.draining:
             body["reason"] = "shutting down"
         return Response.json(body, 200 if ok else 503)

@@ -125,8 +125,7 @@ class LiveView:
                 if self._stop.is_set():
                     break
                 if isinstance(item, SourceEvent):
-                    record = {"event": item.kind, "source": self.label, "name": item.name, "message": item.message,
-                              "timestamp": item.timestamp}
+                    record = item.as_dict(self.label)
                     for consumer in list(self.event_consumers):
                         self._call(consumer, record)
                     self._post(record, None, None)

@@ -99,18 +99,14 @@ class Reloader:
             self._failure(rid, f"{type(exc).__name__}: {exc}")
             return
         old = self.engine.swap(new)
-        st = self.app.reload_state
-        st["reloads"] += 1
-        st["last_error"] = st["failed_release"] = None
+        self.app.reload_state.succeeded()
         self._failed = None
         _log(f"reloaded {self.app.name}: release {old.id if old else '-'} -> {new.id}")
         self.on_event({"event": "reload", "model": self.app.name, "release": new.id, "previous": old.id if old else None,
                        "file": str(new.path), "task": new.first.task})
 
     def _failure(self, rid: str, message: str) -> None:
-        st = self.app.reload_state
-        st["failures"] += 1
-        st["failed_release"], st["last_error"] = rid or None, message
+        self.app.reload_state.failed(rid or None, message)
         cur = self.engine.release
         _log(f"release {rid or '?'} of {self.app.name} failed its check; still serving {cur.id if cur else '-'}: {message}")
         self.on_event({"event": "reload_failed", "model": self.app.name, "release": rid or None,
@@ -205,7 +201,7 @@ def serve(cfg: ServeConfig, *, consumers: list[Callable[[Any], None]] | None = N
         stop.set()
         summary.update(event="stopped", model=app.name, release=engine.release.id if engine.release else None,
                        requests=sum(app.metrics.requests.values()), inferences=engine.inferences,
-                       reloads=app.reload_state["reloads"], reload_failures=app.reload_state["failures"],
+                       reloads=app.reload_state.reloads, reload_failures=app.reload_state.failures,
                        unfinished=left, live_frames=live.frames if live else None)
 
     try:

@@ -196,10 +196,10 @@ def test_mjpeg_stream_newest_frame_and_reconnect(fire_models, mjpeg):
     summary = run_infer(InferConfig(model=fire_models["int8"], source=server.url, max_frames=20, timeout_s=2.0),
                         on_result=on_result, on_event=events.append)
     kinds = [e["event"] for e in events]
-    assert summary["frames"] == 20 and summary["stopped_by"] == "max frames"
+    assert summary.frames == 20 and summary.stopped_by == "max frames"
     assert "lost" in kinds and "reconnected" in kinds
-    assert summary["reconnects"] >= 1
-    assert summary["dropped"] > 0
+    assert summary.reconnects >= 1
+    assert summary.dropped > 0
     seqs = [int(r.name.rsplit("#", 1)[1]) for r in results]
     assert seqs == sorted(seqs) and max(b - a for a, b in zip(seqs, seqs[1:])) > 1
     ages = [time.time() - r.timestamp for r in results[-3:]]
@@ -215,7 +215,7 @@ def test_stalled_stream_times_out_instead_of_hanging(fire_models, mjpeg):
                         on_event=events.append)
     assert time.monotonic() - t0 < 15
     kinds = [e["event"] for e in events]
-    assert "lost" in kinds and summary["frames"] == 0
+    assert "lost" in kinds and summary.frames == 0
     assert any("gave up after 1 reconnection attempts" in e["message"] for e in events)
 
 

@@ -323,7 +323,7 @@ def test_broker_outage_mid_video_loses_nothing_and_keeps_order(mosquitto, fire_m
     while not reporter.publisher.connected and time.monotonic() < deadline:
         time.sleep(0.1)
     stats = reporter.close()
-    assert summary["frames"] == 120 and stats["pending"] == 0 and stats["dropped"] == 0
+    assert summary.frames == 120 and stats["pending"] == 0 and stats["dropped"] == 0
     assert any("lost" in m for m in logs) and any("connected" in m and "buffered messages" in m for m in logs)
     total = reporter.outbox.counter("events")
     assert sub.wait_for(lambda ms: len({m.json()["seq"] for m in ms}) >= total)

@@ -59,6 +59,10 @@ class SourceEvent:
     name: str = ""
     timestamp: float = field(default_factory=time.time)
 
+    def as_dict(self, source: str) -> dict[str, Any]:
+        """The event's record on the wire (infer --json, serve's /events, the MQTT reporter)."""
+        return {"event": self.kind, "source": source, "name": self.name, "message": self.message, "timestamp": self.timestamp}
+
 
 @dataclass
 class SourceStats:
