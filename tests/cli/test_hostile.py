@@ -128,12 +128,14 @@ def test_save_never_writes_over_inputs_and_names_never_collide(cli, fire_models,
     shutil.copy(next(f for f in fire if f.suffix == ".jpg"), src / "img.jpg")
     shutil.copy(next(f for f in fire if f.suffix == ".jpg"), src / "other.jpg")
     before = _digest(src)
-    r = cli(["infer", fire_models["int8"], src, "--save", src, "--json"])  # into the source folder itself
+    r = cli(["infer", fire_models["int8"], src, "--save", src, "--json"])  # into the source folder itself: refused
+    assert r.exit_code == 2 and f"--save {src} is inside the source folder" in r.stderr and f"--save {src}-annotated" in r.stderr
+    assert _digest(src) == before
+    out = tmp_path / "pics-annotated"
+    r = cli(["infer", fire_models["int8"], src, "--save", out, "--json"])
     assert r.exit_code == 0, r.stderr
-    after = _digest(src)
-    assert {k: after[k] for k in before} == before  # every input byte-identical
-    written = sorted(set(after) - set(before))
-    assert written == ["a/img.jpg", "b/img.jpg", "img_annotated.jpg", "other_annotated.jpg", "predictions.jsonl"]
+    assert _digest(src) == before  # every input byte-identical, nothing added
+    assert sorted(_digest(out)) == ["a/img.jpg", "b/img.jpg", "img.jpg", "other.jpg", "predictions.jsonl"]  # a/ and b/ kept apart
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     r = cli(["infer", fire_models["int8"], src / "img.jpg", "--save", afile])

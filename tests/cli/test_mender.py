@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ def _rid(p: Path) -> str:
 def test_mender_install_commit_rollback(cli, mender, two_models, unrunnable_model, tmp_path):
     root = tmp_path / "device" / "mltool"
     root.mkdir(parents=True)
+    (root / "venv").symlink_to(Path(sys.prefix))  # the device's venv, as after --setup (it probes with it)
     current = root / "models" / "digits" / "current"
     arts = {}
     for key, model in (("a", two_models["a"]), ("b", two_models["b"]), ("bad", unrunnable_model)):

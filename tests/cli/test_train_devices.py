@@ -51,8 +51,8 @@ def test_doctor_train_names_the_devices_tensorflow_sees(cli):
     assert out["training"]["devices"] == ["/physical_device:CPU:0"] and out["training"]["gpus"] == []
     check = next(c for c in out["checks"] if c["name"] == "training devices")
     assert check["status"] == "info" and check["detail"].endswith("CPU only (1 device(s): CPU:0)")
-    assert check["fix"] == "for NVIDIA GPUs on Linux x86_64: pip install 'mltool[train-gpu]'"
-    assert "'mltool[train-gpu]'" in r.stderr  # the table shows brackets (not read as Rich markup)
+    assert check["fix"] == "for NVIDIA GPUs on Linux x86_64: pip install 'mltool-edge[train-gpu]'"
+    assert "'mltool-edge[train-gpu]'" in r.stderr  # the table shows brackets (not read as Rich markup)
 
 
 def test_doctor_train_without_tensorflow_says_what_to_install():
@@ -65,4 +65,4 @@ def test_doctor_train_without_tensorflow_says_what_to_install():
     out = json.loads(p.stdout)
     check = next(c for c in out["checks"] if c["name"] == "training devices")
     assert p.returncode == 1 and check["status"] == "missing" and check["detail"] == "TensorFlow is not installed"
-    assert check["fix"].startswith("pip install 'mltool[train]'")
+    assert check["fix"].startswith("pip install 'mltool-edge[train]'")

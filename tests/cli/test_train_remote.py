@@ -228,7 +228,7 @@ def test_usage_errors(cli, tmp_path):
     r = cli(["train", "fire", "--data", "host:/srv/fire"])
     assert r.exit_code == 2 and "names a folder on the training host, but there is no --on" in r.stderr
     r = cli(["train"])
-    assert r.exit_code == 2 and "Missing argument 'task'" in r.stderr
+    assert r.exit_code == 2 and "Missing argument 'TASK'" in r.stderr
     r = cli(["train", "digits", "--devices", "two"])
     assert r.exit_code == 2 and "Error: --devices 'two' is not auto, cpu or a number of devices" in r.stderr
     r = cli(["train", "digits", "--devices", "3", "--batch-size", "32", "--project", tmp_path])
