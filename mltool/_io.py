@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file at the destination."""
+"""Atomic file writes (a reader, or a crash, never sees half a file at the destination), and
+whether a process that left files behind is still running."""
 
 from __future__ import annotations
 
@@ -56,3 +57,21 @@ def ensure_writable_dir(path: Path, option: str) -> Path:
     except OSError as exc:
         raise DataError(f"{option} {path} cannot be written ({exc.strerror or exc})", "choose another folder") from None
     return path
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` is running (one of another user's counts; a zombie, finished but
+    not yet reaped, does not)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

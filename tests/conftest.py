@@ -363,3 +363,41 @@ def yolo_models(tmp_path_factory) -> dict:
     from tests.yolo_models import build_all
 
     return build_all(tmp_path_factory.mktemp("yolo"))
+
+
+# --------------------------------------------------------------------------- a full disk: a small tmpfs
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Factory: ``small_disk("2m")`` mounts a tmpfs of that size under tmp_path (a full SD card or
+    disk for the tests that need one; CI runs as root) and returns its folder; all unmounted at the end."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a full disk) needs root")
+    mounts: list[Path] = []
+
+    def make(size: str = "2m") -> Path:
+        mount = tmp_path / f"disk{len(mounts)}"
+        mount.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in reversed(mounts):
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(mount: Path, leave: int = 0) -> Path:
+    """Take all of ``mount``'s free space but ``leave`` bytes (tmpfs allocates whole pages); the
+    file that holds it, to delete when the disk should have room again."""
+    filler = mount / "filler"
+    st = os.statvfs(mount)
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - leave)
+    finally:
+        os.close(fd)
+    return filler

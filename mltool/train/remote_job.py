@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mltool._io import pid_alive
+
 STOP_GRACE_S = 60.0  # a stopped run has this long to clean up before it is killed
 
 
@@ -43,20 +45,6 @@ def _pid(jobdir: Path) -> int | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (finished, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _rc(jobdir: Path) -> int | None:
@@ -123,21 +111,21 @@ def stop(jobdir: Path, remove: bool = True) -> dict[str, Any]:
     then remove the job folder."""
     pid = _pid(jobdir)
     killed = False
-    if _alive(pid) and _rc(jobdir) is None:
+    if pid_alive(pid) and _rc(jobdir) is None:
         try:
             os.killpg(pid, signal.SIGTERM)  # type: ignore[arg-type]
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + STOP_GRACE_S
-        while _alive(pid) and _rc(jobdir) is None and time.monotonic() < deadline:
+        while pid_alive(pid) and _rc(jobdir) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid) and _rc(jobdir) is None:
+        if pid_alive(pid) and _rc(jobdir) is None:
             killed = True
             try:
                 os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
             except ProcessLookupError:
                 pass
-        while _alive(pid) and time.monotonic() < deadline + 10:
+        while pid_alive(pid) and time.monotonic() < deadline + 10:
             time.sleep(0.05)
     if remove:
         shutil.rmtree(jobdir, ignore_errors=True)
@@ -202,7 +190,7 @@ def follow(jobdir: Path, offset: int = 0, lease: float | None = None) -> int:
             say({"event": "stopped", "reason": state["stop"], **result})
             return 130
         rc = _rc(jobdir)
-        if rc is None and not _alive(_pid(jobdir)):
+        if rc is None and not pid_alive(_pid(jobdir)):
             time.sleep(0.2)
             rc = _rc(jobdir)
             if rc is None:

@@ -18,18 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mltool._io import pid_alive
 from mltool.errors import ConfigError
 from mltool.runtime.metadata import InputSpec, Normalization
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clean_stale_partials(parent: Path) -> None:
@@ -37,7 +28,7 @@ def clean_stale_partials(parent: Path) -> None:
         return
     for p in parent.glob(".partial-*"):
         m = re.match(r"\.partial-.*-(\d+)-[^-]+$", p.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import fill_disk
 
 
 @pytest.fixture(scope="session")
@@ -30,36 +31,23 @@ class SmallDevice:
         self.mount = mount
         self.root = mount / "mltool"
         self.args = args
-        self.filler = mount / "filler"
 
     def fill(self, leave: int) -> None:
-        """Take all free space but ``leave`` bytes (tmpfs allocates whole pages)."""
-        free = os.statvfs(self.mount).f_bavail * os.statvfs(self.mount).f_frsize
-        fd = os.open(self.filler, os.O_CREAT | os.O_WRONLY, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, free - leave)
-        finally:
-            os.close(fd)
+        """Take all free space but ``leave`` bytes."""
+        self.filler = fill_disk(self.mount, leave)
 
     def unfill(self) -> None:
         self.filler.unlink()
 
 
 @pytest.fixture
-def small_device(tmp_path, ssh_keys):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a full SD card) needs root")
-    mount = tmp_path / "sd"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
-        root = mount / "mltool"
-        root.mkdir()
-        (root / "venv").symlink_to(Path(sys.prefix))  # as after --setup
-        yield SmallDevice(mount, ["--identity", str(ssh_keys["key"]), "--known-hosts", str(tmp_path / "known_hosts"),
-                                  "--remote-dir", str(root), "--trust-new-host"])
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_device(tmp_path, ssh_keys, small_disk):
+    mount = small_disk("4m")
+    root = mount / "mltool"
+    root.mkdir()
+    (root / "venv").symlink_to(Path(sys.prefix))  # as after --setup
+    return SmallDevice(mount, ["--identity", str(ssh_keys["key"]), "--known-hosts", str(tmp_path / "known_hosts"),
+                               "--remote-dir", str(root), "--trust-new-host"])
 
 
 def _model_dir(root: Path, name: str = "digits") -> Path:

@@ -3,38 +3,12 @@ real Mosquitto on loopback, a real subscriber and a small tmpfs as the disk."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
-import pytest
-
+from tests.conftest import fill_disk
 from tests.unit.test_report import alert_result
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a full disk) needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(mount: Path) -> Path:
-    filler = mount / "filler"
-    st = os.statvfs(mount)
-    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_disk_full_mid_run_counts_dropped_and_never_reuses_numbers(mosquitto, small_disk, tmp_path):
+    disk = small_disk("2m")
     """Item 13: what cannot be written is counted as dropped, its sequence numbers stay used
     (receivers see the gap), and the summary says so."""
     from mltool.report import MqttOptions, MqttReporter
@@ -42,7 +16,7 @@ def test_disk_full_mid_run_counts_dropped_and_never_reuses_numbers(mosquitto, sm
     broker = mosquitto.broker().start()
     sub = mosquitto.subscriber(broker, ["t/cam/events"])
     logs: list[str] = []
-    reporter = MqttReporter(MqttOptions(url=broker.url("t"), device="cam", outbox=small_disk / "o.sqlite").resolve(env={}),
+    reporter = MqttReporter(MqttOptions(url=broker.url("t"), device="cam", outbox=disk / "o.sqlite").resolve(env={}),
                             log=logs.append)
     reporter.connect()
     reporter.start({"model": "m.tflite", "release": "r1", "source": "clip.mp4", "task": "fire"})
@@ -55,7 +29,7 @@ def test_disk_full_mid_run_counts_dropped_and_never_reuses_numbers(mosquitto, sm
             frame += 1
 
     run(40)
-    filler = _fill(small_disk)
+    filler = fill_disk(disk)
     run(2000)
     assert reporter.write_errors > 0, "the disk never filled up"
     filler.unlink()

@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,6 +26,7 @@ from mltool.report.outbox import Outbox
 from mltool.runtime.classify import Classification
 from mltool.runtime.detect import Detection
 from mltool.runtime.predictor import Alert, Result, Timings
+from tests.conftest import fill_disk
 
 
 def alert_result(i: int, score: float, threshold: float = 0.6) -> Result:
@@ -343,31 +343,14 @@ def test_one_outbox_through_a_hard_link_is_refused(tmp_path):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a full or read-only disk) needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(mount: Path) -> Path:
-    filler = mount / "filler"
-    st = os.statvfs(mount)
-    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
-    finally:
-        os.close(fd)
-    return filler
+def tmpfs(small_disk):
+    return small_disk("1m")
 
 
 def test_open_failures_advise_by_cause(tmpfs):
     from mltool.errors import DataError
 
-    filler = _fill(tmpfs)
+    filler = fill_disk(tmpfs)
     with pytest.raises(DataError) as e:
         Outbox(tmpfs / "full.sqlite")
     assert "free space on that file system" in e.value.one_line() and "are lost" not in e.value.one_line()
