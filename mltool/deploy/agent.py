@@ -202,7 +202,12 @@ class Agent:
             client.subscribe(f"{p}/agents/{dev}/desired/+", qos=1)
             self._publish_state(client)
 
-        self.client = pull.connect(self.cfg.mqtt, f"mltool-agent-{dev}", will=(pull.availability_topic(p, dev), "offline"),
+        # the login is part of the client id: a client with other credentials that claims this
+        # device's name (refused by an ACL) must not take over the real device's connection, whose
+        # last will would then say "offline" each time (MQTT closes the older of two same-id clients)
+        user = self.cfg.mqtt.username
+        client_id = f"mltool-agent-{dev}" + (f"-{user}" if user and user != dev else "")
+        self.client = pull.connect(self.cfg.mqtt, client_id, will=(pull.availability_topic(p, dev), "offline"),
                                    on_connect=on_connect, on_message=self._on_message, background_ok=True, log=self.log)
 
     def stop(self) -> None:
