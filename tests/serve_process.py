@@ -73,3 +73,19 @@ class ServeProcess:
                 self.proc.wait()
         self._reader.join(5)
         return self.proc.returncode
+
+
+def png_1bit(width: int, height: int) -> bytes:
+    """A black 1-bit PNG, written row by row (never the whole image in memory): a few KB for
+    tens of megapixels (image bombs for serve's tests and scripts/bench/serve_attacks.py)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))

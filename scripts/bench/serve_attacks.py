@@ -42,17 +42,18 @@ import os
 import resource
 import select
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_report import Client, ensure_small, free_port, http_once, pct, post  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.serve_process import png_1bit  # noqa: E402  (the same image bombs the tests send)
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "m"
@@ -60,19 +61,6 @@ PRIORITY_BOOST = [0]  # how much the server and the measured client were raised 
 
 
 # --------------------------------------------------------------------------- payloads
-
-
-def png_1bit(width: int, height: int) -> bytes:
-    """A black 1-bit PNG written row by row: a few KB for tens of megapixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def oip_images(blobs: list[bytes]) -> bytes:
@@ -154,11 +142,16 @@ def repeat_request(port: int, request: bytes, stop, t: Tally) -> None:  # noqa: 
 def attack_chunked_huge(port: int, stop, t: Tally) -> None:  # noqa: ANN001
     """Issue item 1: chunk size FFFFFFFFFF, then bytes as fast as loopback allows."""
     head = f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\n".encode()
-    block = b"a" * 65536
+    send_until_answered(port, head, b"a" * 65536, 1, stop, t)
+
+
+def send_until_answered(port: int, head: bytes, block: bytes, timeout: float, stop, t: Tally) -> None:  # noqa: ANN001
+    """Connect, send ``head``, then ``block`` after ``block`` until the server answers (counted)
+    or the attack ends; again and again."""
     while not stop.is_set():
         try:
             s = connect(port, t)
-            s.settimeout(1)
+            s.settimeout(timeout)
             s.sendall(head)
             while not stop.is_set():
                 s.sendall(block)
@@ -266,23 +259,8 @@ def attack_trailer_x4(port: int, stop, t: Tally) -> None:  # noqa: ANN001
     ends, sent in small packets."""
     head = f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n".encode()
 
-    def one() -> None:
-        while not stop.is_set():
-            try:
-                s = connect(port, t)
-                s.settimeout(2)
-                s.sendall(head + b"X-T: ")
-                while not stop.is_set():
-                    s.sendall(b"a" * 64)
-                    t.sent += 64
-                    if select.select([s], [], [], 0)[0]:
-                        t.code(s.recv(65536))
-                        break
-                s.close()
-            except OSError:
-                t.code(b"")
-
-    threads = [threading.Thread(target=one) for _ in range(4)]
+    threads = [threading.Thread(target=send_until_answered, args=(port, head + b"X-T: ", b"a" * 64, 2, stop, t))
+               for _ in range(4)]
     for th in threads:
         th.start()
     for th in threads:

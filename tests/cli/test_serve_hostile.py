@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.serve_process import png_1bit
 
 KEY = "k" * 16
 INFER = "/v2/models/digits/infer"
@@ -57,21 +58,6 @@ def _status(answer: bytes) -> int:
 
 def _error(answer: bytes) -> str:
     return json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
-
-
-def _png_1bit(width: int, height: int) -> bytes:
-    """A black 1-bit PNG, written row by row (never the whole image in memory): a few KB for
-    tens of megapixels."""
-    import struct
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = b"\x00" * (1 + (width + 7) // 8)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def _reset_peak(pid: int) -> None:
@@ -135,17 +121,17 @@ def _oip_images(blobs: list[bytes]) -> dict:
 
 def test_image_bombs_are_refused_from_their_header_or_decoded_reduced(serve, digits_int8):
     s = serve(digits_int8)
-    bomb = _png_1bit(7800, 8000)  # 62 Mpx in about 8 KB
+    bomb = png_1bit(7800, 8000)  # 62 Mpx in about 8 KB
     assert len(bomb) < 16_000
     _reset_peak(s.proc.pid)
     base = s.memory_mib()
     r = requests.post(f"{s.url}/api/image", data=bomb, headers={"Content-Type": "image/png"})
     assert r.status_code == 400 and "is 7800x8000 (62 MP), more than mltool decodes (40 MP)" in r.json()["error"]
     # the largest allowed: decoded at 1 byte a pixel, reduced before its colour conversion
-    r = requests.post(f"{s.url}/api/image", data=_png_1bit(6300, 6300), headers={"Content-Type": "image/png"})
+    r = requests.post(f"{s.url}/api/image", data=png_1bit(6300, 6300), headers={"Content-Type": "image/png"})
     assert r.status_code == 200 and r.json()["predictions"] and (r.json()["width"], r.json()["height"]) == (6300, 6300)
     # a batch: a pixel budget for the request, counted from the headers before decoding
-    twelve = _png_1bit(4000, 3000)
+    twelve = png_1bit(4000, 3000)
     r = requests.post(s.url + INFER, json=_oip_images([twelve] * 10))
     assert r.status_code == 413 and "over 40 Mpx together (at inputs[0] (img)[3])" in r.json()["error"]
     r = requests.post(f"{s.url}/v1/models/digits:predict", json={"instances": [{"b64": base64.b64encode(bomb).decode()}] * 10})
@@ -158,7 +144,7 @@ def test_image_bombs_are_refused_from_their_header_or_decoded_reduced(serve, dig
 
 
 def test_infer_refuses_the_same_image_bomb_with_bounded_memory(digits_int8, tmp_path):
-    files = {"small.png": _png_1bit(64, 64), "big.png": _png_1bit(6300, 6300), "bomb.png": _png_1bit(7800, 8000)}
+    files = {"small.png": png_1bit(64, 64), "big.png": png_1bit(6300, 6300), "bomb.png": png_1bit(7800, 8000)}
     # The child's own peak (VmHWM, reset by exec), printed as it exits: ru_maxrss from wait4
     # would start at this (large) test process's size, inherited through fork.
     wrapper = ("import atexit, runpy, sys\n"
